@@ -1,0 +1,348 @@
+//! One WebSocket client: a read task that turns frames into room events and enforces the
+//! inbound limits, and a write task that drains the client's queue, pings, and closes.
+//!
+//! Who ends what: the reader ends on the client's close, a bad frame or silence; it tells the
+//! writer which close frame to send. The writer ends on that word, on the room's kick (the queue
+//! was full), or on shutdown, and then sends its close frame itself. Every wait on the client's
+//! socket is raced against those signals or bounded by a timeout, so a stalled browser can hold
+//! nothing but its own connection, and only briefly.
+
+use crate::message::{inbound_text, Encoded};
+use crate::room::{Member, Outbox, Registry};
+use crate::shutdown;
+use async_channel::Receiver;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use futures_util::SinkExt;
+use smol::future::or;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use smol::stream::StreamExt;
+use smol::{Executor, Timer};
+use std::time::{Duration, Instant};
+
+/// Bytes tungstenite reads from the socket at a time (its default is 128 KiB).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes of frames buffered before tungstenite writes them out; a flush writes the rest.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Longest a close handshake, or draining a misbehaving client, may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes read and discarded from a client after closing it for a protocol error.
+const DRAIN_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Per-connection limits, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Frames queued for this client before it counts as too slow.
+    pub queue: usize,
+    /// Largest inbound message.
+    pub max_message_bytes: usize,
+    /// How often the writer pings.
+    pub ping_interval: Duration,
+    /// Longest silence (no frame, no pong) before the client is dropped.
+    pub pong_wait: Duration,
+}
+
+/// tungstenite settings sized for small boards: small buffers, our message limit.
+pub fn websocket_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+}
+
+/// Who this client is and where it goes.
+pub struct Client {
+    /// Peer address, for log lines.
+    pub peer: String,
+    /// The room to join.
+    pub room: String,
+    /// The server-stamped display name.
+    pub name: String,
+}
+
+/// A close frame the writer must send: code and reason. `None`: close without sending one.
+type Close = Option<(CloseCode, &'static str)>;
+
+/// Runs one client until its connection ends: joins the room, spawns the writer, reads.
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    client: Client,
+    limits: Limits,
+    registry: Registry,
+    executor: &Executor<'static>,
+    shutdown: shutdown::Signal,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let (frames_tx, frames) = async_channel::bounded(limits.queue);
+    let (stop_tx, stop) = async_channel::bounded::<Close>(1);
+    let kick = stop_tx.clone();
+    let outbox = Outbox {
+        frames: frames_tx,
+        // Ignored if full: the writer is already stopping for another reason.
+        kick: Box::new(move || {
+            let _ = kick.try_send(Some((CloseCode::Policy, "too slow: message queue full")));
+        }),
+    };
+    let member = registry.join(&client.room, client.name.clone(), outbox).await;
+    log::info!(
+        "{}: {} joined room {} (client {})",
+        client.peer,
+        client.name,
+        client.room,
+        member.id()
+    );
+
+    let mut writer = executor.spawn(write(sink, frames, stop, shutdown, limits.ping_interval));
+    let first = or(
+        async { Ended::Reader(read(&mut stream, &member, &limits).await) },
+        async { Ended::Writer((&mut writer).await) },
+    )
+    .await;
+    member.leave().await;
+
+    match first {
+        Ended::Reader(close) => {
+            if let Some((code, reason)) = close {
+                log::info!("{}: closing {}: {reason}", client.peer, u16::from(code));
+            }
+            let initiated = close.is_some();
+            // Ignored if full: the room's kick got there first, with its own close frame.
+            let _ = stop_tx.try_send(close);
+            let sink = writer.await;
+            if initiated {
+                if let Ok(mut ws) = WebSocketStream::reunite(sink, stream) {
+                    drain(ws.get_mut()).await;
+                }
+            }
+        }
+        Ended::Writer(_sink) => {
+            // We sent a close (kick or shutdown) or the socket broke: give the client a moment
+            // to answer the close handshake, discarding anything else it says.
+            let _ = or(
+                async { while let Some(Ok(_)) = stream.next().await {} },
+                async {
+            Timer::after(CLOSE_TIMEOUT).await;
+        },
+            )
+            .await;
+        }
+    }
+    log::info!("{}: {} left room {}", client.peer, client.name, client.room);
+}
+
+/// Which half of the connection finished first.
+enum Ended<S> {
+    /// The reader, with the close frame it wants sent.
+    Reader(Close),
+    /// The writer, returning its half of the socket.
+    Writer(WebSocketSender<S>),
+}
+
+/// Reads frames until the client closes, misbehaves or goes silent for `pong_wait`.
+async fn read<S>(stream: &mut WebSocketReceiver<S>, member: &Member, limits: &Limits) -> Close
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut last_seen = Instant::now();
+    let mut silence = Timer::at(last_seen + limits.pong_wait);
+    loop {
+        let next = or(async { Some(stream.next().await) }, async {
+            (&mut silence).await;
+            None
+        })
+        .await;
+        let Some(item) = next else {
+            // The timer is re-armed lazily, from the last frame seen, to keep reads cheap.
+            if last_seen.elapsed() >= limits.pong_wait {
+                return Some((CloseCode::Away, "no pong within the keepalive limit"));
+            }
+            silence.set_at(last_seen + limits.pong_wait);
+            continue;
+        };
+        last_seen = Instant::now();
+        match item {
+            None => return None,
+            Some(Ok(Message::Text(frame))) => {
+                let text = inbound_text(&frame);
+                if !text.trim().is_empty() {
+                    member.say(text).await;
+                }
+            }
+            Some(Ok(Message::Binary(_))) => {
+                return Some((CloseCode::Unsupported, "binary frames are not supported"));
+            }
+            // Pings are answered and closes acknowledged by tungstenite itself.
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return close_for(&error, limits),
+        }
+    }
+}
+
+/// The close frame that answers a read error; `None` where the connection is simply gone.
+fn close_for(error: &WsError, limits: &Limits) -> Close {
+    match error {
+        WsError::Capacity(error) => {
+            log::debug!("inbound limit is {} bytes: {error}", limits.max_message_bytes);
+            Some((CloseCode::Size, "message too big"))
+        }
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "text frame is not valid UTF-8")),
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "WebSocket protocol error")),
+        _ => None,
+    }
+}
+
+/// What woke the writer.
+enum Wake {
+    Frame(Encoded),
+    Ping,
+    Stop(Close),
+}
+
+/// How a write went.
+enum Step {
+    Done,
+    Stop(Close),
+    Broken,
+}
+
+/// Drains the queue in batches (one flush each), pings, and sends the final close frame.
+async fn write<S>(
+    mut sink: WebSocketSender<S>,
+    frames: Receiver<Encoded>,
+    stop: Receiver<Close>,
+    shutdown: shutdown::Signal,
+    ping_interval: Duration,
+) -> WebSocketSender<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ping = Timer::interval(ping_interval);
+    let close = loop {
+        let wake = or(
+            async { Wake::Stop(stopped(&stop, &shutdown).await) },
+            or(
+                async {
+                    match frames.recv().await {
+                        Ok(frame) => Wake::Frame(frame),
+                        // The room let go of us; the reader or the kick has said why already.
+                        Err(_) => Wake::Stop(None),
+                    }
+                },
+                async {
+                    ping.next().await;
+                    Wake::Ping
+                },
+            ),
+        )
+        .await;
+        let step = match wake {
+            Wake::Stop(close) => break close,
+            Wake::Frame(first) => {
+                guarded(&stop, &shutdown, send_batch(&mut sink, first, &frames)).await
+            }
+            Wake::Ping => guarded(&stop, &shutdown, sink.send(Message::Ping(Default::default()))).await,
+        };
+        match step {
+            Step::Done => {}
+            Step::Stop(close) => break close,
+            Step::Broken => return sink,
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        // Ignored on purpose: a client that cannot take a close frame in time is dropped anyway.
+        let _ = or(
+            async { sink.close(Some(frame)).await.map_err(drop) },
+            async {
+                Timer::after(CLOSE_TIMEOUT).await;
+                Err(())
+            },
+        )
+        .await;
+    }
+    sink
+}
+
+/// Completes with the close frame to send once the reader, the room or the server says stop.
+async fn stopped(stop: &Receiver<Close>, shutdown: &shutdown::Signal) -> Close {
+    or(
+        async { stop.recv().await.unwrap_or(None) },
+        async {
+            shutdown.wait().await;
+            Some((CloseCode::Away, "server shutting down"))
+        },
+    )
+    .await
+}
+
+/// Runs one write, abandoning it if told to stop meanwhile (a stalled socket never finishes).
+async fn guarded(
+    stop: &Receiver<Close>,
+    shutdown: &shutdown::Signal,
+    write: impl std::future::Future<Output = Result<(), WsError>>,
+) -> Step {
+    or(async { Step::Stop(stopped(stop, shutdown).await) }, async {
+        match write.await {
+            Ok(()) => Step::Done,
+            Err(_) => Step::Broken,
+        }
+    })
+    .await
+}
+
+/// Feeds `first` and whatever else is queued right now, then flushes once.
+async fn send_batch<S>(
+    sink: &mut WebSocketSender<S>,
+    first: Encoded,
+    frames: &Receiver<Encoded>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    sink.feed(text_message(first)).await?;
+    // Bounded so a busy room cannot keep one writer from ever flushing.
+    let most = frames.capacity().unwrap_or(1);
+    for _ in 1..most {
+        match frames.try_recv() {
+            Ok(frame) => sink.feed(text_message(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
+/// Wraps an encoded frame as a text message without copying it.
+fn text_message(frame: Encoded) -> Message {
+    let text = Utf8Bytes::try_from(frame.bytes().clone())
+        .expect("encoded frames are serde_json output, which is UTF-8");
+    Message::Text(text)
+}
+
+/// Reads and discards what a misbehaving client still sends, so that closing our end does not
+/// reset the connection before it has read our close frame. Bounded in time and bytes.
+async fn drain<S: AsyncRead + Unpin>(socket: &mut S) {
+    let mut scratch = [0u8; 1024];
+    let mut left = DRAIN_LIMIT_BYTES;
+    let _ = or(
+        async {
+            while left > 0 {
+                match socket.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        },
+        async {
+            Timer::after(CLOSE_TIMEOUT).await;
+        },
+    )
+    .await;
+}

@@ -1,0 +1,423 @@
+//! Settings: defaults, the optional config file, and command-line flags, validated into one
+//! [`Config`].
+//!
+//! The config file is "more flags": `name = value` lines named like the long flags, `#` starts a
+//! comment. Both sources go through the same [`Settings::set`], so a value is checked the same
+//! way wherever it comes from. Precedence: defaults, then the file, then the command line.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The text `--help` prints.
+pub const HELP: &str = "\
+smolchat: a LAN chat server. Open http://<this box>:8080 in a browser.
+
+USAGE:
+  smolchat [OPTIONS]
+
+OPTIONS:
+  --addr ADDR               listen address [default: 0.0.0.0:8080; ':8080' also works]
+  --threads N               executor threads [default: number of cores]
+  --queue N                 messages queued per client before it counts as too slow [default: 256]
+  --max-message-bytes N     largest message a client may send [default: 4096]
+  --max-connections N       open WebSockets before new ones get 503 [default: 1000]
+  --allow-origin ORIGIN     also accept WebSockets from this origin (repeatable),
+                            e.g. http://chat.example:8080
+  --trace                   narrate room events to stdout
+  --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
+                            also SMOLCHAT_LOG]
+  --config FILE             read options from FILE (name = value lines; flags win)
+  -h, --help                print this help
+  -V, --version             print the version
+";
+
+/// Everything the server needs to run, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Executor threads.
+    pub threads: NonZeroUsize,
+    /// Per-client outbound queue length.
+    pub queue: NonZeroUsize,
+    /// Largest inbound WebSocket message, in bytes.
+    pub max_message_bytes: NonZeroUsize,
+    /// Open WebSockets allowed at once.
+    pub max_connections: usize,
+    /// Extra origins (scheme://host[:port]) allowed to open WebSockets.
+    pub allow_origins: Vec<String>,
+    /// Narrate room events to stdout.
+    pub trace: bool,
+    /// Log level.
+    pub log_level: log::LevelFilter,
+    /// How often the server pings each WebSocket.
+    pub ping_interval: Duration,
+    /// How long a WebSocket may stay silent (no frame, no pong) before it is dropped.
+    pub pong_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            threads: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            queue: NonZeroUsize::new(256).expect("256 is not zero"),
+            max_message_bytes: NonZeroUsize::new(4096).expect("4096 is not zero"),
+            max_connections: 1000,
+            allow_origins: Vec::new(),
+            trace: false,
+            log_level: log::LevelFilter::Info,
+            ping_interval: Duration::from_secs(30),
+            pong_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the server.
+    Run(Config),
+    /// Print [`HELP`].
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// A flag, config line or value that cannot be used, with where it came from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Options that take a value: their config-file name and their flag.
+const VALUE_OPTIONS: [(&str, &str); 7] = [
+    ("addr", "--addr"),
+    ("threads", "--threads"),
+    ("queue", "--queue"),
+    ("max-message-bytes", "--max-message-bytes"),
+    ("max-connections", "--max-connections"),
+    ("allow-origin", "--allow-origin"),
+    ("log-level", "--log-level"),
+];
+
+/// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
+const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 20;
+/// Largest accepted `--queue`.
+const QUEUE_LIMIT: usize = 65_536;
+/// Largest accepted `--threads`.
+const THREADS_LIMIT: usize = 256;
+
+/// Reads the process's own arguments and `SMOLCHAT_LOG`.
+pub fn from_env() -> Result<Command, ConfigError> {
+    let env_level = std::env::var("SMOLCHAT_LOG").ok();
+    parse(std::env::args_os().skip(1).collect(), env_level.as_deref())
+}
+
+/// Parses an argument list (without the program name); `env_level` is `SMOLCHAT_LOG`.
+pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, ConfigError> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Command::Version);
+    }
+
+    let trace = args.contains("--trace");
+    let config_file: Option<PathBuf> = args
+        .opt_value_from_os_str("--config", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(flag_error)?;
+    let mut from_flags = Vec::new();
+    for (name, flag) in VALUE_OPTIONS {
+        let values: Vec<String> = args.values_from_str(flag).map_err(flag_error)?;
+        for value in values {
+            from_flags.push((name, value));
+        }
+    }
+    let rest = args.finish();
+    if let Some(first) = rest.first() {
+        return Err(ConfigError(format!(
+            "unknown argument '{}'",
+            first.to_string_lossy()
+        )));
+    }
+
+    let mut settings = Settings::default();
+    if let Some(level) = env_level {
+        settings
+            .set("log-level", level)
+            .map_err(|e| ConfigError(format!("SMOLCHAT_LOG: {e}")))?;
+    }
+    if let Some(path) = &config_file {
+        settings.load_file(path)?;
+    }
+    // Repeatable options from the command line replace the file's list rather than extend it.
+    if from_flags.iter().any(|(name, _)| *name == "allow-origin") {
+        settings.config.allow_origins.clear();
+    }
+    for (name, value) in &from_flags {
+        settings
+            .set(name, value)
+            .map_err(|e| ConfigError(format!("--{name}: {e}")))?;
+    }
+    if trace {
+        settings.config.trace = true;
+    }
+    Ok(Command::Run(settings.config))
+}
+
+fn flag_error(e: pico_args::Error) -> ConfigError {
+    ConfigError(e.to_string())
+}
+
+/// A [`Config`] being built from the sources in order.
+#[derive(Default)]
+struct Settings {
+    config: Config,
+}
+
+impl Settings {
+    /// Reads a config file; errors name the file and line.
+    fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        for (index, raw) in text.lines().enumerate() {
+            let at = || format!("{}:{}", path.display(), index + 1);
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((name, value)) = line.split_once('=') else {
+                return Err(ConfigError(format!(
+                    "{}: expected 'name = value', found '{line}'",
+                    at()
+                )));
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if name == "trace" {
+                self.config.trace = parse_bool(value).map_err(|e| ConfigError(format!("{}: trace: {e}", at())))?;
+                continue;
+            }
+            if !VALUE_OPTIONS.iter().any(|(known, _)| *known == name) {
+                return Err(ConfigError(format!("{}: unknown option '{name}'", at())));
+            }
+            self.set(name, value)
+                .map_err(|e| ConfigError(format!("{}: {name}: {e}", at())))?;
+        }
+        Ok(())
+    }
+
+    /// Validates and stores one option.
+    fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let c = &mut self.config;
+        match name {
+            "addr" => c.addr = parse_addr(value)?,
+            "threads" => c.threads = parse_count(value, 1, THREADS_LIMIT)?,
+            "queue" => c.queue = parse_count(value, 1, QUEUE_LIMIT)?,
+            "max-message-bytes" => {
+                c.max_message_bytes = parse_count(value, 16, MAX_MESSAGE_BYTES_LIMIT)?
+            }
+            "max-connections" => {
+                c.max_connections = parse_count(value, 1, usize::MAX)?.get();
+            }
+            "allow-origin" => c.allow_origins.push(parse_origin(value)?),
+            "log-level" => {
+                c.log_level = value
+                    .parse()
+                    .map_err(|_| format!("'{value}' is not one of off, error, warn, info, debug, trace"))?
+            }
+            _ => return Err(format!("unknown option '{name}'")),
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `host:port`, `[v6]:port` and the book's `:port` (all interfaces).
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    let full;
+    let text = if value.starts_with(':') {
+        full = format!("0.0.0.0{value}");
+        &full
+    } else {
+        value
+    };
+    text.parse()
+        .map_err(|_| format!("'{value}' is not an address like 0.0.0.0:8080 or :8080"))
+}
+
+fn parse_count(value: &str, min: usize, max: usize) -> Result<NonZeroUsize, String> {
+    let n: usize = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a whole number"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is out of range {min}..={max}"));
+    }
+    NonZeroUsize::new(n).ok_or_else(|| "must not be zero".to_string())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("'{value}' is not true or false")),
+    }
+}
+
+/// Normalises an origin to lowercase `scheme://host[:port]`, the form browsers send.
+fn parse_origin(value: &str) -> Result<String, String> {
+    let lower = value.trim_end_matches('/').to_ascii_lowercase();
+    let valid = ["http://", "https://"].iter().any(|scheme| {
+        lower
+            .strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+    });
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!("'{value}' is not an origin like http://host:8080"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        match parse(args.iter().map(OsString::from).collect(), None)? {
+            Command::Run(config) => Ok(config),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_give_the_defaults() {
+        assert_eq!(run(&[]).unwrap(), Config::default());
+        assert_eq!(Config::default().addr.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn flags_set_typed_values() {
+        let c = run(&[
+            "--addr",
+            "127.0.0.1:9000",
+            "--threads",
+            "3",
+            "--queue",
+            "8",
+            "--max-message-bytes",
+            "100",
+            "--max-connections",
+            "5",
+            "--allow-origin",
+            "http://Other.Host:81/",
+            "--allow-origin",
+            "https://x",
+            "--trace",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(c.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.threads.get(), 3);
+        assert_eq!(c.queue.get(), 8);
+        assert_eq!(c.max_message_bytes.get(), 100);
+        assert_eq!(c.max_connections, 5);
+        assert_eq!(c.allow_origins, ["http://other.host:81", "https://x"]);
+        assert!(c.trace);
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn book_style_port_means_all_interfaces() {
+        assert_eq!(run(&["--addr", ":8081"]).unwrap().addr.to_string(), "0.0.0.0:8081");
+    }
+
+    #[test]
+    fn help_and_version_win() {
+        let parse_one = |a: &str| parse(vec![OsString::from(a)], None).unwrap();
+        assert_eq!(parse_one("-h"), Command::Help);
+        assert_eq!(parse_one("--help"), Command::Help);
+        assert_eq!(parse_one("-V"), Command::Version);
+    }
+
+    #[test]
+    fn bad_input_names_the_problem() {
+        let err = |args: &[&str]| run(args).unwrap_err().to_string();
+        assert!(err(&["--bogus"]).contains("unknown argument '--bogus'"));
+        assert!(err(&["--queue", "abc"]).contains("--queue"));
+        assert!(err(&["--queue", "0"]).contains("out of range"));
+        assert!(err(&["--addr", "nowhere"]).contains("not an address"));
+        assert!(err(&["--allow-origin", "example.com"]).contains("not an origin"));
+        assert!(err(&["--log-level", "loud"]).contains("--log-level"));
+        assert!(err(&["--threads"]).contains("--threads"));
+    }
+
+    #[test]
+    fn env_level_applies_and_the_flag_wins() {
+        let with_env = |args: &[&str]| match parse(args.iter().map(OsString::from).collect(), Some("warn")) {
+            Ok(Command::Run(c)) => c.log_level,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(with_env(&[]), log::LevelFilter::Warn);
+        assert_eq!(with_env(&["--log-level", "error"]), log::LevelFilter::Error);
+        assert!(parse(vec![], Some("shout")).unwrap_err().to_string().contains("SMOLCHAT_LOG"));
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smolchat-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("smolchat.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn config_file_is_read_and_flags_win() {
+        let path = temp_file(
+            "win",
+            "# comment\naddr = 127.0.0.1:7000\nqueue = 9 # trailing comment\n\ntrace = yes\nallow-origin = http://a\n",
+        );
+        let file = path.to_str().unwrap();
+        let c = run(&["--config", file]).unwrap();
+        assert_eq!(c.addr.port(), 7000);
+        assert_eq!(c.queue.get(), 9);
+        assert!(c.trace);
+        assert_eq!(c.allow_origins, ["http://a"]);
+
+        let c = run(&["--config", file, "--queue", "3", "--allow-origin", "http://b"]).unwrap();
+        assert_eq!(c.queue.get(), 3);
+        assert_eq!(c.allow_origins, ["http://b"]);
+        assert_eq!(c.addr.port(), 7000);
+    }
+
+    #[test]
+    fn config_file_errors_name_file_and_line() {
+        let path = temp_file("bad", "queue = 4\nspeed = fast\n");
+        let e = run(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("smolchat.conf:2") && e.contains("unknown option 'speed'"), "{e}");
+
+        let path = temp_file("noeq", "queue 4\n");
+        let e = run(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains(":1") && e.contains("name = value"), "{e}");
+
+        let e = run(&["--config", "/nonexistent/smolchat.conf"]).unwrap_err().to_string();
+        assert!(e.contains("cannot read config file"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses_to_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/smolchat.conf");
+        assert_eq!(run(&["--config", path]).unwrap(), Config::default());
+    }
+}

@@ -1,0 +1,34 @@
+//! smolchat: a LAN chat appliance. One static binary serves a chat page and WebSocket rooms.
+//!
+//! Start it in-process with [`Server::start`] on a listener you bound yourself (tests bind
+//! `127.0.0.1:0`); `main.rs` does the same with the configured address.
+//!
+//! # Layout
+//! - [`config`]: defaults, config file and flags, validated into a [`Config`].
+//! - [`server`]: executor threads, accept loop, graceful shutdown.
+//! - `http`: one HTTP/1.1 connection (async-h1 parsing, our own head reading).
+//! - `web`: the tide app: page, assets, `/healthz`, the WebSocket upgrade.
+//! - `client`: one WebSocket's read and write tasks, limits, keepalive.
+//! - `room`: the room loop (join / leave / forward) and the registry of rooms.
+//! - `message`: the wire protocol.
+//! - [`trace`]: the book's tracer.
+//!
+//! Imports flow one way: server → http/web → client/room → message/stats/trace.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+pub mod config;
+mod http;
+mod message;
+mod room;
+pub mod server;
+mod shutdown;
+mod stats;
+pub mod trace;
+mod web;
+
+pub use config::Config;
+pub use server::Server;
+pub use stats::Snapshot;

@@ -1,0 +1,80 @@
+//! The `smolchat` binary: flags to config, logging, bind, serve until SIGINT or SIGTERM.
+//!
+//! Run it with `cargo run --release` (serves http://0.0.0.0:8080); `smolchat --help` lists the
+//! options.
+
+#![forbid(unsafe_code)]
+
+use async_signal::{Signal, Signals};
+use smol::stream::StreamExt;
+use smolchat::config::{self, Command, HELP};
+use smolchat::Server;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Exit code for bad flags or configuration.
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let config = match config::from_env() {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("smolchat {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("smolchat: {error} (see smolchat --help)");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    env_logger::Builder::new()
+        .filter_level(config.log_level)
+        .format(|out, record| {
+            writeln!(out, "{:<5} {}", record.level(), record.args())
+        })
+        .init();
+
+    // Register for signals before serving, so an early SIGTERM is not lost.
+    let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("smolchat: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match std::net::TcpListener::bind(config.addr) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("smolchat: cannot listen on {}: {error}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(listener, &config) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("smolchat: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "smolchat {} listening on http://{} ({} threads)",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr(),
+        config.threads
+    );
+
+    smol::block_on(async {
+        if let Some(Ok(signal)) = signals.next().await {
+            log::info!("received {signal:?}, shutting down");
+        }
+        if !server.shutdown().await {
+            log::warn!("some clients did not close in time");
+        }
+    });
+    log::info!("bye");
+    ExitCode::SUCCESS
+}

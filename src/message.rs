@@ -1,0 +1,202 @@
+//! The wire protocol, defined here and nowhere else (the README documents it).
+//!
+//! Browser → server: a text frame `{"text": "..."}`, or any other text taken whole as the text
+//! (the book's client sends plain text). Server → browser: one JSON object per text frame,
+//! tagged by `type`. The server stamps name, time and a per-room id; nothing in an inbound frame
+//! can set them.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest room or display name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// The room the page opens when none is named.
+pub const DEFAULT_ROOM: &str = "lobby";
+/// The name of a client that gives none.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// What a browser sends.
+#[derive(Deserialize)]
+struct Inbound {
+    text: String,
+}
+
+/// Extracts the chat text from an inbound text frame.
+pub fn inbound_text(frame: &str) -> String {
+    match serde_json::from_str::<Inbound>(frame) {
+        Ok(inbound) => inbound.text,
+        Err(_) => frame.to_owned(),
+    }
+}
+
+/// What the server sends, one per text frame.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Outbound<'a> {
+    /// A chat message, stamped by the server.
+    Message {
+        /// Increasing per room, starting at 1.
+        id: u64,
+        /// The room it was said in.
+        room: &'a str,
+        /// Who said it.
+        name: &'a str,
+        /// What was said, as sent.
+        text: &'a str,
+        /// When the server received it, RFC 3339 UTC.
+        when: &'a str,
+    },
+    /// Someone entered the room.
+    Join {
+        /// The room.
+        room: &'a str,
+        /// Who joined.
+        name: &'a str,
+        /// When, RFC 3339 UTC.
+        when: &'a str,
+    },
+    /// Someone left the room (or was dropped).
+    Leave {
+        /// The room.
+        room: &'a str,
+        /// Who left.
+        name: &'a str,
+        /// When, RFC 3339 UTC.
+        when: &'a str,
+    },
+}
+
+/// An encoded server frame: UTF-8 JSON, reference-counted, so one encoding serves every member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(Bytes);
+
+impl Outbound<'_> {
+    /// Serialises once; clones of the result share the bytes.
+    pub fn encode(&self) -> Encoded {
+        let json = serde_json::to_vec(self).expect("serialising plain strings and numbers cannot fail");
+        Encoded(Bytes::from(json))
+    }
+}
+
+impl Encoded {
+    /// The JSON bytes (always valid UTF-8).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Checks a room name: 1–32 of `a-z 0-9 - _`.
+pub fn valid_room(name: &str) -> bool {
+    (1..=MAX_NAME_CHARS).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Trims a display name and checks it: 1–32 printable characters.
+pub fn display_name(raw: &str) -> Result<&str, &'static str> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if chars == 0 {
+        Err("a name needs at least one visible character")
+    } else if chars > MAX_NAME_CHARS {
+        Err("a name has at most 32 characters")
+    } else if name.chars().any(char::is_control) {
+        Err("a name cannot contain control characters")
+    } else {
+        Ok(name)
+    }
+}
+
+/// `now` as RFC 3339 UTC with milliseconds, e.g. `2026-11-25T19:21:32.123Z`.
+pub fn timestamp(now: SystemTime) -> String {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        day_secs / 3600,
+        day_secs / 60 % 60,
+        day_secs % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn json_and_plain_frames_both_carry_text() {
+        assert_eq!(inbound_text(r#"{"text":"hi"}"#), "hi");
+        assert_eq!(inbound_text("plain words"), "plain words");
+        // JSON that is not our shape is somebody's text, shown as typed.
+        assert_eq!(inbound_text(r#"{"name":"mallory"}"#), r#"{"name":"mallory"}"#);
+    }
+
+    #[test]
+    fn outbound_messages_have_the_documented_shape() {
+        let json = Outbound::Message {
+            id: 7,
+            room: "lobby",
+            name: "ann",
+            text: "<b>\"hi\"</b>",
+            when: "2026-11-25T19:21:32.123Z",
+        }
+        .encode();
+        let value: serde_json::Value = serde_json::from_slice(json.bytes()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"message","id":7,"room":"lobby","name":"ann",
+                "text":"<b>\"hi\"</b>","when":"2026-11-25T19:21:32.123Z"})
+        );
+        let join = Outbound::Join { room: "r", name: "n", when: "t" }.encode();
+        assert_eq!(join.bytes().as_ref(), br#"{"type":"join","room":"r","name":"n","when":"t"}"#);
+    }
+
+    #[test]
+    fn room_names_follow_the_rule() {
+        for good in ["lobby", "a", "x-1_y", &"z".repeat(32)] {
+            assert!(valid_room(good), "{good}");
+        }
+        for bad in ["", "Lobby", "a b", "é", "../x", &"z".repeat(33)] {
+            assert!(!valid_room(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_checked() {
+        assert_eq!(display_name("  Ann Lee "), Ok("Ann Lee"));
+        assert_eq!(display_name(&"é".repeat(32)).map(str::len), Ok(64));
+        assert!(display_name("   ").is_err());
+        assert!(display_name(&"é".repeat(33)).is_err());
+        assert!(display_name("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_634_492_123);
+        assert_eq!(timestamp(t), "2026-11-25T19:21:32.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

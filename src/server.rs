@@ -1,0 +1,165 @@
+//! The running server: executor threads, the accept loop, and graceful shutdown.
+//!
+//! [`Server::start`] takes an already bound listener, so callers (main, tests) bind first and
+//! know the address before anything is served. Each accepted stream is served by
+//! [`crate::http`] with the tide app from [`crate::web`], on a smol executor run by
+//! `--threads` named threads.
+
+use crate::config::Config;
+use crate::room::Registry;
+use crate::stats::{Snapshot, Stats};
+use crate::trace::Tracer;
+use crate::{client, http, shutdown, web};
+use smol::future::or;
+use smol::net::TcpListener;
+use smol::{Executor, Timer};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long shutdown waits for clients to close before stopping the executor regardless.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A server running on its own threads.
+pub struct Server {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    trigger: shutdown::Trigger,
+    /// Closed once every connection and client task has ended.
+    alive: async_channel::Receiver<()>,
+    /// Closing it ends the executor threads.
+    stop_threads: async_channel::Sender<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `listener` with `config` until [`Server::shutdown`].
+    pub fn start(listener: std::net::TcpListener, config: &Config) -> io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::try_from(listener)?;
+        let executor = Arc::new(Executor::new());
+        let stats = Arc::new(Stats::default());
+        let tracer = Arc::new(if config.trace {
+            Tracer::new(io::stdout())
+        } else {
+            Tracer::off()
+        });
+        let (trigger, signal) = shutdown::channel();
+        let (alive_tx, alive) = async_channel::bounded(1);
+        let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
+
+        let state = web::State {
+            registry: Registry::new(executor.clone(), stats.clone(), tracer),
+            stats: stats.clone(),
+            limits: client::Limits {
+                queue: config.queue.get(),
+                max_message_bytes: config.max_message_bytes.get(),
+                ping_interval: config.ping_interval,
+                pong_wait: config.pong_wait,
+            },
+            max_connections: config.max_connections,
+            allow_origins: config.allow_origins.clone().into(),
+            executor: executor.clone(),
+            shutdown: signal.clone(),
+            alive: alive_tx,
+        };
+        executor
+            .spawn(accept(listener, web::Endpoint::new(state), executor.clone(), signal))
+            .detach();
+
+        let threads = (0..config.threads.get())
+            .map(|n| {
+                let (executor, stop) = (executor.clone(), threads_stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("smolchat-{n}"))
+                    .spawn(move || {
+                        // The thread's whole life: run tasks until the stop channel closes.
+                        let _ = smol::block_on(executor.run(stop.recv()));
+                    })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Server {
+            addr,
+            stats,
+            trigger,
+            alive,
+            stop_threads,
+            threads,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The counters `/healthz` shows.
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops accepting, closes every WebSocket with 1001 (going away), waits up to
+    /// [`SHUTDOWN_GRACE`] for them, then stops the threads. True if every client closed in time.
+    pub async fn shutdown(mut self) -> bool {
+        self.trigger.fire();
+        let clean = or(
+            async {
+                // Nothing is sent: this returns when the last holder is gone.
+                let _ = self.alive.recv().await;
+                true
+            },
+            async {
+                Timer::after(SHUTDOWN_GRACE).await;
+                false
+            },
+        )
+        .await;
+        self.stop_threads.close();
+        for thread in self.threads.drain(..) {
+            // A thread that panicked already printed why; shutdown goes on.
+            let _ = thread.join();
+        }
+        clean
+    }
+}
+
+/// Accepts connections until shutdown; each one gets a task.
+async fn accept(
+    listener: TcpListener,
+    app: web::Endpoint,
+    executor: Arc<Executor<'static>>,
+    shutdown: shutdown::Signal,
+) {
+    loop {
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                // Chat frames are small; waiting to coalesce them only adds latency.
+                let _ = stream.set_nodelay(true);
+                let (app, shutdown) = (app.clone(), shutdown.clone());
+                let endpoint = move |req| {
+                    let app = app.clone();
+                    async move { app.respond(req).await }
+                };
+
+                executor
+                    .spawn(http::serve(stream, peer, endpoint, shutdown))
+                    .detach();
+            }
+            Some(Err(error)) => {
+                log::warn!("accept failed: {error}");
+                Timer::after(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    log::info!("stopped accepting connections");
+}

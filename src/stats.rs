@@ -1,0 +1,65 @@
+//! Counters shown by `/healthz`. Relaxed atomics: they are read for reporting, never to decide.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Server-wide counters, shared by the rooms, the clients and the web layer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    rooms: AtomicU64,
+    connections: AtomicU64,
+    messages: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Rooms with a running task.
+    pub rooms: u64,
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Chat messages broadcast since start.
+    pub messages: u64,
+    /// Clients dropped for being too slow since start.
+    pub dropped: u64,
+}
+
+impl Stats {
+    /// A room task started.
+    pub fn room_opened(&self) {
+        self.rooms.fetch_add(1, Relaxed);
+    }
+    /// A room task ended.
+    pub fn room_closed(&self) {
+        self.rooms.fetch_sub(1, Relaxed);
+    }
+    /// Takes a connection slot if fewer than `limit` are open.
+    pub fn try_open_connection(&self, limit: usize) -> bool {
+        let limit = limit as u64;
+        self.connections
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
+    /// Gives a connection slot back.
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Relaxed);
+    }
+    /// A chat message was broadcast.
+    pub fn message(&self) {
+        self.messages.fetch_add(1, Relaxed);
+    }
+    /// A slow client was dropped.
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rooms: self.rooms.load(Relaxed),
+            connections: self.connections.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The tide app: routes, the page template, embedded assets, security headers, and the
+//! WebSocket upgrade. This is the only file that imports tide; the upgrade hands a raw
+//! connection to [`crate::client`], which speaks WebSocket from then on.
+//!
+//! | route           | answer                                                        |
+//! |-----------------|---------------------------------------------------------------|
+//! | `GET /`         | the chat page for room `lobby`                                |
+//! | `GET /r/:room`  | the chat page for `room`                                      |
+//! | `GET /ws/:room` | WebSocket upgrade into `room` (`?name=` sets the display name) |
+//! | `GET /assets/*` | the page's JS, CSS and icon, compiled into the binary         |
+//! | `GET /healthz`  | JSON counters                                                 |
+
+use crate::client::{self, Client, Limits};
+use crate::message::{display_name, valid_room, ANONYMOUS, DEFAULT_ROOM};
+use crate::room::Registry;
+use crate::shutdown;
+use crate::stats::Stats;
+use askama::Template;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::WebSocketStream;
+use smol::Executor;
+use std::sync::Arc;
+use tide::http::mime;
+use tide::{Request, Response, StatusCode};
+
+/// Everything a request handler may need, shared by all of them.
+#[derive(Clone)]
+pub struct State {
+    /// The rooms.
+    pub registry: Registry,
+    /// Counters for `/healthz` and the connection cap.
+    pub stats: Arc<Stats>,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// WebSockets allowed at once.
+    pub max_connections: usize,
+    /// Extra origins allowed to open WebSockets, lowercase `scheme://host[:port]`.
+    pub allow_origins: Arc<[String]>,
+    /// Runs each client's tasks.
+    pub executor: Arc<Executor<'static>>,
+    /// Fires when the server stops.
+    pub shutdown: shutdown::Signal,
+    /// Held by each client task, so the server can wait for every client to finish.
+    pub alive: async_channel::Sender<()>,
+}
+
+/// The page, rendered per request with the host the browser used.
+#[derive(Template)]
+#[template(path = "chat.html")]
+struct ChatPage<'a> {
+    host: &'a str,
+    room: &'a str,
+    version: &'a str,
+}
+
+/// An asset compiled into the binary, with a validator computed at compile time.
+struct Asset {
+    body: &'static str,
+    mime: &'static str,
+    etag: &'static str,
+}
+
+const CHAT_JS: Asset = Asset {
+    body: include_str!("../templates/chat.js"),
+    mime: "text/javascript; charset=utf-8",
+    etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-js\""),
+};
+const CHAT_CSS: Asset = Asset {
+    body: include_str!("../templates/chat.css"),
+    mime: "text/css; charset=utf-8",
+    etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-css\""),
+};
+const ICON: Asset = Asset {
+    body: include_str!("../templates/icon.svg"),
+    mime: "image/svg+xml",
+    etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-svg\""),
+};
+
+/// The page's policy: nothing but our own scripts, styles and WebSocket.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The app as the connection loop sees it: a request in, a response out.
+#[derive(Clone)]
+pub struct Endpoint(tide::Server<State>);
+
+impl Endpoint {
+    /// The app with every route.
+    pub fn new(state: State) -> Self {
+        Endpoint(app(state))
+    }
+
+    /// Answers one request.
+    pub async fn respond(&self, req: http_types::Request) -> http_types::Result<http_types::Response> {
+        self.0.respond(req).await
+    }
+}
+
+/// Builds the app with every route.
+fn app(state: State) -> tide::Server<State> {
+    let mut app = tide::with_state(state);
+    app.with(tide::utils::After(|mut res: Response| async move {
+        res.insert_header("X-Content-Type-Options", "nosniff");
+        res.insert_header("Referrer-Policy", "no-referrer");
+        Ok(res)
+    }));
+    app.at("/").get(|req: Request<State>| async move { page(&req, DEFAULT_ROOM) });
+    app.at("/r/:room")
+        .get(|req: Request<State>| async move { page(&req, req.param("room")?) });
+    app.at("/ws/:room").get(upgrade);
+    app.at("/assets/chat.js").get(|req| async move { asset(&req, &CHAT_JS) });
+    app.at("/assets/chat.css").get(|req| async move { asset(&req, &CHAT_CSS) });
+    app.at("/assets/icon.svg").get(|req| async move { asset(&req, &ICON) });
+    app.at("/favicon.ico").get(|req| async move { asset(&req, &ICON) });
+    app.at("/healthz").get(healthz);
+    app
+}
+
+fn page(req: &Request<State>, room: &str) -> tide::Result {
+    if !valid_room(room) {
+        return Ok(plain(StatusCode::BadRequest, "room names are 1-32 of a-z, 0-9, - and _"));
+    }
+    let Some(host) = request_host(req) else {
+        return Ok(plain(StatusCode::BadRequest, "missing or malformed Host header"));
+    };
+    let html = ChatPage {
+        host,
+        room,
+        version: env!("CARGO_PKG_VERSION"),
+    }
+    .render()?;
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(html);
+    res.set_content_type(mime::HTML);
+    res.insert_header("Content-Security-Policy", CONTENT_SECURITY_POLICY);
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
+fn asset(req: &Request<State>, asset: &Asset) -> tide::Result {
+    let mut res = if req
+        .header("If-None-Match")
+        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == asset.etag))
+    {
+        Response::new(StatusCode::NotModified)
+    } else {
+        let mut res = Response::new(StatusCode::Ok);
+        res.set_body(asset.body);
+        res.insert_header("Content-Type", asset.mime);
+        res
+    };
+    // Revalidate every time: after an upgrade the new binary's assets must show at once.
+    res.insert_header("Cache-Control", "no-cache");
+    res.insert_header("ETag", asset.etag);
+    Ok(res)
+}
+
+async fn healthz(req: Request<State>) -> tide::Result {
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_json(&req.state().stats.snapshot())?);
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
+/// Checks the upgrade request, answers 101 and starts the client once the connection is ours.
+async fn upgrade(req: Request<State>) -> tide::Result {
+    let state = req.state();
+    let room = req.param("room")?;
+    if !valid_room(room) {
+        return Ok(plain(StatusCode::BadRequest, "room names are 1-32 of a-z, 0-9, - and _"));
+    }
+    let key = match websocket_key(&req) {
+        Ok(key) => key,
+        Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
+    };
+    let peer = req.peer_addr().unwrap_or("unknown").to_owned();
+    if let Err(origin) = check_origin(&req, &state.allow_origins) {
+        log::warn!("{peer}: refused WebSocket from origin {origin}");
+        return Ok(plain(StatusCode::Forbidden, "cross-origin WebSocket refused"));
+    }
+    let name = match req.url().query_pairs().find(|(k, _)| k == "name") {
+        None => ANONYMOUS.to_owned(),
+        Some((_, raw)) => match display_name(&raw) {
+            Ok(name) => name.to_owned(),
+            Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
+        },
+    };
+    if state.shutdown.fired() {
+        return Ok(plain(StatusCode::ServiceUnavailable, "server shutting down"));
+    }
+    if !state.stats.try_open_connection(state.max_connections) {
+        log::warn!("{peer}: refused WebSocket: {} connections open", state.max_connections);
+        return Ok(plain(StatusCode::ServiceUnavailable, "too many connections, try again later"));
+    }
+    let slot = ConnectionSlot(state.stats.clone());
+
+    let mut res = Response::new(StatusCode::SwitchingProtocols);
+    res.insert_header("Upgrade", "websocket");
+    res.insert_header("Connection", "Upgrade");
+    res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
+    let upgraded = AsMut::<tide::http::Response>::as_mut(&mut res).recv_upgrade().await;
+
+    let client = Client {
+        peer,
+        room: room.to_owned(),
+        name,
+    };
+    let state = state.clone();
+    let executor = state.executor.clone();
+    executor
+        .spawn(async move {
+            let _slot = slot;
+            let _alive = state.alive;
+            let Some(connection) = upgraded.await else {
+                return; // The 101 never reached the client.
+            };
+            let config = client::websocket_config(&state.limits);
+            let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
+            client::serve(ws, client, state.limits, state.registry, &state.executor, state.shutdown)
+                .await;
+        })
+        .detach();
+    Ok(res)
+}
+
+/// Gives a connection slot back when the client task ends, however it ends.
+struct ConnectionSlot(Arc<Stats>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a well-formed upgrade request.
+fn websocket_key(req: &Request<State>) -> Result<String, &'static str> {
+    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+    if !header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Err("this address takes WebSocket connections only");
+    }
+    if header("Sec-WebSocket-Version").as_deref() != Some("13") {
+        return Err("WebSocket version 13 required");
+    }
+    header("Sec-WebSocket-Key").ok_or("missing Sec-WebSocket-Key")
+}
+
+/// The Host header, if it looks like a host name or address (it goes into the page).
+fn request_host(req: &Request<State>) -> Option<&str> {
+    let host = req.header("Host")?.last().as_str();
+    let plausible = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    plausible.then_some(host)
+}
+
+/// Allows a request with no Origin (not a browser), one from the page's own host, or one from
+/// an allowed origin. Returns the refused origin otherwise.
+fn check_origin(req: &Request<State>, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = req.header("Origin").map(|v| v.last().as_str().to_ascii_lowercase()) else {
+        return Ok(());
+    };
+    let origin_host = origin.split_once("://").map_or("", |(_, host)| host);
+    let same_host = req
+        .header("Host")
+        .is_some_and(|host| host.last().as_str().eq_ignore_ascii_case(origin_host));
+    if same_host || allowed.contains(&origin) {
+        Ok(())
+    } else {
+        Err(origin)
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    let mut res = Response::new(status);
+    res.set_body(format!("{text}\n"));
+    res.set_content_type(mime::PLAIN);
+    res
+}
