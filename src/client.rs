@@ -67,6 +67,8 @@ pub struct Client {
 type Close = Option<(CloseCode, &'static str)>;
 
 /// Runs one client until its connection ends: joins the room, spawns the writer, reads.
+/// `lease` (a connection slot) is dropped just before the socket closes, so a client that has
+/// seen its connection end may connect again at once.
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
     client: Client,
@@ -74,6 +76,7 @@ pub async fn serve<S>(
     registry: Registry,
     executor: &Executor<'static>,
     shutdown: shutdown::Signal,
+    lease: impl Send,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -133,6 +136,7 @@ pub async fn serve<S>(
         }
     }
     log::info!("{}: {} left room {}", client.peer, client.name, client.room);
+    drop(lease);
 }
 
 /// Which half of the connection finished first.

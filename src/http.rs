@@ -29,6 +29,10 @@ const MAX_HEAD_BYTES: usize = 8 * 1024 - 1;
 const MAX_BODY_BYTES: u64 = 16 * 1024;
 /// How long a kept-alive connection may wait for its next request, and a head may take.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most a refused client may still send us before we close anyway.
+const LINGER_BYTES: usize = 64 * 1024;
+/// Longest we wait for a refused client to finish sending and close its side.
+const LINGER_TIME: Duration = Duration::from_secs(1);
 /// What we send for `Expect: 100-continue`, before the request goes on to async-h1.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -80,7 +84,7 @@ pub async fn serve<F, Fut>(
             Ok(None) => return,
             Err(error) => {
                 log::debug!("{peer}: bad request: {error}");
-                let _ = respond_plain(&mut stream, error.status(), "bad request").await;
+                let _ = respond_plain(&mut stream, StatusCode::BadRequest, "bad request").await;
                 return;
             }
         };
@@ -234,7 +238,9 @@ fn has_token(req: &Request, header: &str, token: &str) -> bool {
     })
 }
 
-/// Writes a short plain-text answer and asks the client to close.
+/// Writes a short plain-text answer before closing, then lingers briefly reading what the
+/// client still sends: closing with unread input would reset the connection and could destroy
+/// the answer before the client reads it.
 async fn respond_plain(stream: &mut TcpStream, status: StatusCode, why: &str) -> std::io::Result<()> {
     let reply = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{why}\n",
@@ -242,7 +248,23 @@ async fn respond_plain(stream: &mut TcpStream, status: StatusCode, why: &str) ->
         status.canonical_reason(),
         why.len() + 1
     );
-    stream.write_all(reply.as_bytes()).await
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut scratch = [0u8; 1024];
+    let mut left = LINGER_BYTES;
+    let linger = async {
+        while left > 0 {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    or(linger, async {
+        Timer::after(LINGER_TIME).await;
+    })
+    .await;
+    Ok(())
 }
 
 /// The socket, with the bytes we read while looking for the head put back in front.

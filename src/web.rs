@@ -210,15 +210,14 @@ async fn upgrade(req: Request<State>) -> tide::Result {
     let executor = state.executor.clone();
     executor
         .spawn(async move {
-            let _slot = slot;
             let _alive = state.alive;
             let Some(connection) = upgraded.await else {
                 return; // The 101 never reached the client.
             };
             let config = client::websocket_config(&state.limits);
             let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
-            client::serve(ws, client, state.limits, state.registry, &state.executor, state.shutdown)
-                .await;
+            let (limits, registry, shutdown) = (state.limits, state.registry, state.shutdown);
+            client::serve(ws, client, limits, registry, &state.executor, shutdown, slot).await;
         })
         .detach();
     Ok(res)

@@ -1,0 +1,233 @@
+//! Helpers for tests that talk to a real server over loopback: start one in-process on an
+//! ephemeral port, make raw HTTP requests, and drive WebSocket clients. Every wait is bounded.
+
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use async_tungstenite::tungstenite::{self, Message};
+use async_tungstenite::WebSocketStream;
+use smol::future::or;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::stream::StreamExt;
+use smol::Timer;
+use smolchat::{Config, Server};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The longest any single step of a test may take before it counts as hung.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// A WebSocket client over a plain TCP stream.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// A server running in this process; shut down on drop.
+pub struct TestServer {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+/// The default config on 127.0.0.1:0 with two threads.
+pub fn config() -> Config {
+    Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 2.try_into().unwrap(),
+        ..Config::default()
+    }
+}
+
+/// Binds 127.0.0.1:0 and starts a server with `config` on it.
+pub fn start(config: Config) -> TestServer {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let server = Server::start(listener, &config).expect("start server");
+    let addr = server.local_addr();
+    TestServer {
+        server: Some(server),
+        addr,
+    }
+}
+
+impl TestServer {
+    /// Stops the server; true if every client closed in time.
+    pub fn shutdown(mut self) -> bool {
+        let server = self.server.take().unwrap();
+        smol::block_on(server.shutdown())
+    }
+
+    pub fn stats(&self) -> smolchat::Snapshot {
+        self.server.as_ref().unwrap().stats()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            smol::block_on(server.shutdown());
+        }
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`STEP`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    or(future, async {
+        Timer::after(STEP).await;
+        panic!("timed out: {what}");
+    })
+    .await
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+}
+
+/// Sends `request` as-is on a new connection and reads the response until the server closes.
+pub async fn raw_request(addr: SocketAddr, request: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    within("reading an HTTP response", stream.read_to_end(&mut bytes))
+        .await
+        .unwrap();
+    parse_reply(&bytes)
+}
+
+/// Sends `request` and returns the status of the first final response, reading only its head
+/// (for upgrades, whose connection stays open).
+pub async fn status_of(addr: SocketAddr, request: String) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&bytes).contains("\r\n\r\n") {
+        let n = within("a response head", stream.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "connection closed before a response head");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&bytes).split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// A `GET path` request with extra header lines, keeping the connection open.
+pub fn get_request(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// Parses one response (the last, if a `100 Continue` came first).
+pub fn parse_reply(bytes: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(bytes);
+    let mut rest: &str = &text;
+    while rest.starts_with("HTTP/1.1 100") {
+        rest = &rest[rest.find("\r\n\r\n").unwrap() + 4..];
+    }
+    let (head, _) = rest.split_once("\r\n\r\n").expect("a complete head");
+    let body_start = bytes.len() - (rest.len() - head.len() - 4);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: bytes[body_start..].to_vec(),
+    }
+}
+
+/// `GET path` with the given extra header lines, `Connection: close`.
+pub async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Reply {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    raw_request(addr, &request).await
+}
+
+/// Opens a WebSocket to `path` (e.g. `/ws/lobby?name=ann`).
+pub async fn try_ws(addr: SocketAddr, path: &str) -> Result<Ws, tungstenite::Error> {
+    let stream = TcpStream::connect(addr).await?;
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = async_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+/// Opens a WebSocket, failing the test if it cannot.
+pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
+    within("WebSocket handshake", try_ws(addr, path))
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket to {path}: {e}"))
+}
+
+/// Joins `room` as `name` and reads its own join announcement.
+pub async fn join(addr: SocketAddr, room: &str, name: &str) -> Ws {
+    let mut ws = ws(addr, &format!("/ws/{room}?name={name}")).await;
+    let own = next_json(&mut ws).await;
+    assert_eq!((own["type"].as_str(), own["name"].as_str()), (Some("join"), Some(name)));
+    ws
+}
+
+/// The next text frame, parsed; skips pings and pongs.
+pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        match within("next frame", ws.next()).await {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the next chat message (skipping joins and leaves).
+pub async fn next_message(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let value = next_json(ws).await;
+        if value["type"] == "message" {
+            return value;
+        }
+    }
+}
+
+/// Sends `{"text": text}`.
+pub async fn say(ws: &mut Ws, text: &str) {
+    let frame = serde_json::json!({ "text": text }).to_string();
+    ws.send(Message::text(frame)).await.expect("send");
+}
+
+/// Reads until the server's close frame; returns its code and reason. Skips other frames.
+pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match within("close frame", ws.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
