@@ -91,7 +91,9 @@ pub async fn serve<S>(
             let _ = kick.try_send(Some((CloseCode::Policy, "too slow: message queue full")));
         }),
     };
-    let member = registry.join(&client.room, client.name.clone(), outbox).await;
+    let member = registry
+        .join(&client.room, client.name.clone(), outbox)
+        .await;
     log::info!(
         "{}: {} joined room {} (client {})",
         client.peer,
@@ -129,8 +131,8 @@ pub async fn serve<S>(
             let _ = or(
                 async { while let Some(Ok(_)) = stream.next().await {} },
                 async {
-            Timer::after(CLOSE_TIMEOUT).await;
-        },
+                    Timer::after(CLOSE_TIMEOUT).await;
+                },
             )
             .await;
         }
@@ -191,7 +193,10 @@ where
 fn close_for(error: &WsError, limits: &Limits) -> Close {
     match error {
         WsError::Capacity(error) => {
-            log::debug!("inbound limit is {} bytes: {error}", limits.max_message_bytes);
+            log::debug!(
+                "inbound limit is {} bytes: {error}",
+                limits.max_message_bytes
+            );
             Some((CloseCode::Size, "message too big"))
         }
         WsError::Utf8(_) => Some((CloseCode::Invalid, "text frame is not valid UTF-8")),
@@ -249,7 +254,14 @@ where
             Wake::Frame(first) => {
                 guarded(&stop, &shutdown, send_batch(&mut sink, first, &frames)).await
             }
-            Wake::Ping => guarded(&stop, &shutdown, sink.send(Message::Ping(Default::default()))).await,
+            Wake::Ping => {
+                guarded(
+                    &stop,
+                    &shutdown,
+                    sink.send(Message::Ping(Default::default())),
+                )
+                .await
+            }
         };
         match step {
             Step::Done => {}
@@ -277,13 +289,10 @@ where
 
 /// Completes with the close frame to send once the reader, the room or the server says stop.
 async fn stopped(stop: &Receiver<Close>, shutdown: &shutdown::Signal) -> Close {
-    or(
-        async { stop.recv().await.unwrap_or(None) },
-        async {
-            shutdown.wait().await;
-            Some((CloseCode::Away, "server shutting down"))
-        },
-    )
+    or(async { stop.recv().await.unwrap_or(None) }, async {
+        shutdown.wait().await;
+        Some((CloseCode::Away, "server shutting down"))
+    })
     .await
 }
 

@@ -206,7 +206,8 @@ impl Settings {
             };
             let (name, value) = (name.trim(), value.trim());
             if name == "trace" {
-                self.config.trace = parse_bool(value).map_err(|e| ConfigError(format!("{}: trace: {e}", at())))?;
+                self.config.trace =
+                    parse_bool(value).map_err(|e| ConfigError(format!("{}: trace: {e}", at())))?;
                 continue;
             }
             if !VALUE_OPTIONS.iter().any(|(known, _)| *known == name) {
@@ -233,9 +234,9 @@ impl Settings {
             }
             "allow-origin" => c.allow_origins.push(parse_origin(value)?),
             "log-level" => {
-                c.log_level = value
-                    .parse()
-                    .map_err(|_| format!("'{value}' is not one of off, error, warn, info, debug, trace"))?
+                c.log_level = value.parse().map_err(|_| {
+                    format!("'{value}' is not one of off, error, warn, info, debug, trace")
+                })?
             }
             _ => return Err(format!("unknown option '{name}'")),
         }
@@ -340,7 +341,10 @@ mod tests {
 
     #[test]
     fn book_style_port_means_all_interfaces() {
-        assert_eq!(run(&["--addr", ":8081"]).unwrap().addr.to_string(), "0.0.0.0:8081");
+        assert_eq!(
+            run(&["--addr", ":8081"]).unwrap().addr.to_string(),
+            "0.0.0.0:8081"
+        );
     }
 
     #[test]
@@ -365,17 +369,22 @@ mod tests {
 
     #[test]
     fn env_level_applies_and_the_flag_wins() {
-        let with_env = |args: &[&str]| match parse(args.iter().map(OsString::from).collect(), Some("warn")) {
-            Ok(Command::Run(c)) => c.log_level,
-            other => panic!("{other:?}"),
-        };
+        let with_env =
+            |args: &[&str]| match parse(args.iter().map(OsString::from).collect(), Some("warn")) {
+                Ok(Command::Run(c)) => c.log_level,
+                other => panic!("{other:?}"),
+            };
         assert_eq!(with_env(&[]), log::LevelFilter::Warn);
         assert_eq!(with_env(&["--log-level", "error"]), log::LevelFilter::Error);
-        assert!(parse(vec![], Some("shout")).unwrap_err().to_string().contains("SMOLCHAT_LOG"));
+        assert!(parse(vec![], Some("shout"))
+            .unwrap_err()
+            .to_string()
+            .contains("SMOLCHAT_LOG"));
     }
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("smolchat-config-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("smolchat-config-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("smolchat.conf");
         std::fs::write(&path, text).unwrap();
@@ -395,7 +404,15 @@ mod tests {
         assert!(c.trace);
         assert_eq!(c.allow_origins, ["http://a"]);
 
-        let c = run(&["--config", file, "--queue", "3", "--allow-origin", "http://b"]).unwrap();
+        let c = run(&[
+            "--config",
+            file,
+            "--queue",
+            "3",
+            "--allow-origin",
+            "http://b",
+        ])
+        .unwrap();
         assert_eq!(c.queue.get(), 3);
         assert_eq!(c.allow_origins, ["http://b"]);
         assert_eq!(c.addr.port(), 7000);
@@ -404,14 +421,23 @@ mod tests {
     #[test]
     fn config_file_errors_name_file_and_line() {
         let path = temp_file("bad", "queue = 4\nspeed = fast\n");
-        let e = run(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
-        assert!(e.contains("smolchat.conf:2") && e.contains("unknown option 'speed'"), "{e}");
+        let e = run(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smolchat.conf:2") && e.contains("unknown option 'speed'"),
+            "{e}"
+        );
 
         let path = temp_file("noeq", "queue 4\n");
-        let e = run(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        let e = run(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":1") && e.contains("name = value"), "{e}");
 
-        let e = run(&["--config", "/nonexistent/smolchat.conf"]).unwrap_err().to_string();
+        let e = run(&["--config", "/nonexistent/smolchat.conf"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read config file"), "{e}");
     }
 

@@ -54,7 +54,10 @@ pub async fn serve<F, Fut>(
         });
         let timeout = async {
             Timer::after(HEAD_TIMEOUT).await;
-            Err(HeadError(StatusCode::RequestTimeout, "request head took too long"))
+            Err(HeadError(
+                StatusCode::RequestTimeout,
+                "request head took too long",
+            ))
         };
         let mut buffer = match or(head, timeout).await {
             Ok(Some(buffer)) => buffer,
@@ -91,7 +94,8 @@ pub async fn serve<F, Fut>(
         req.set_peer_addr(Some(peer));
         req.set_local_addr(local);
         let method = req.method();
-        let wants_upgrade = req.header("upgrade").is_some() && has_token(&req, "connection", "upgrade");
+        let wants_upgrade =
+            req.header("upgrade").is_some() && has_token(&req, "connection", "upgrade");
         let mut close = has_token(&req, "connection", "close");
 
         let mut res = match endpoint(req).await {
@@ -106,10 +110,9 @@ pub async fn serve<F, Fut>(
         close |= res
             .header("connection")
             .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
-        let upgrade = (wants_upgrade
-            && res.status() == StatusCode::SwitchingProtocols
-            && res.has_upgrade())
-        .then(|| res.send_upgrade());
+        let upgrade =
+            (wants_upgrade && res.status() == StatusCode::SwitchingProtocols && res.has_upgrade())
+                .then(|| res.send_upgrade());
 
         let mut encoder = Encoder::new(res, method);
         if io::copy(&mut encoder, &mut stream.clone()).await.is_err() {
@@ -144,14 +147,18 @@ async fn read_head(stream: &mut TcpStream) -> Result<Option<Vec<u8>>, HeadError>
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut chunk)
+        let n = stream
+            .read(&mut chunk)
             .await
             .map_err(|_| HeadError(StatusCode::BadRequest, "connection error"))?;
         if n == 0 {
             return if buffer.is_empty() {
                 Ok(None)
             } else {
-                Err(HeadError(StatusCode::BadRequest, "connection closed mid-request"))
+                Err(HeadError(
+                    StatusCode::BadRequest,
+                    "connection closed mid-request",
+                ))
             };
         }
         let searched = buffer.len().saturating_sub(3);
@@ -209,15 +216,24 @@ fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
             if name.eq_ignore_ascii_case(b"expect") {
                 expects_continue = value.eq_ignore_ascii_case("100-continue");
                 if !expects_continue {
-                    return Err(HeadError(StatusCode::ExpectationFailed, "unsupported expectation"));
+                    return Err(HeadError(
+                        StatusCode::ExpectationFailed,
+                        "unsupported expectation",
+                    ));
                 }
                 expect_line = Some(start..end + 2);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                return Err(HeadError(StatusCode::LengthRequired, "chunked bodies are not accepted"));
+                return Err(HeadError(
+                    StatusCode::LengthRequired,
+                    "chunked bodies are not accepted",
+                ));
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 let too_big = value.parse::<u64>().map_or(true, |n| n > MAX_BODY_BYTES);
                 if too_big {
-                    return Err(HeadError(StatusCode::PayloadTooLarge, "request body too large"));
+                    return Err(HeadError(
+                        StatusCode::PayloadTooLarge,
+                        "request body too large",
+                    ));
                 }
             }
         }
@@ -232,16 +248,22 @@ fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
 /// Whether a comma-separated header holds `token`, ignoring case.
 fn has_token(req: &Request, header: &str, token: &str) -> bool {
     req.header(header).is_some_and(|values| {
-        values
-            .iter()
-            .any(|v| v.as_str().split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        values.iter().any(|v| {
+            v.as_str()
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
     })
 }
 
 /// Writes a short plain-text answer before closing, then lingers briefly reading what the
 /// client still sends: closing with unread input would reset the connection and could destroy
 /// the answer before the client reads it.
-async fn respond_plain(stream: &mut TcpStream, status: StatusCode, why: &str) -> std::io::Result<()> {
+async fn respond_plain(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    why: &str,
+) -> std::io::Result<()> {
     let reply = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{why}\n",
         status as u16,
@@ -336,17 +358,31 @@ mod tests {
 
     #[test]
     fn expect_continue_is_taken_out_of_the_head() {
-        let (head, rest) =
-            inspect("POST /x HTTP/1.1\r\nHost: a\r\nEXPECT: 100-Continue\r\nContent-Length: 3\r\n\r\nabc");
-        assert_eq!(head.unwrap(), Head { expects_continue: true });
-        assert_eq!(rest, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+        let (head, rest) = inspect(
+            "POST /x HTTP/1.1\r\nHost: a\r\nEXPECT: 100-Continue\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert_eq!(
+            head.unwrap(),
+            Head {
+                expects_continue: true
+            }
+        );
+        assert_eq!(
+            rest,
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        );
     }
 
     #[test]
     fn plain_heads_pass_unchanged() {
         let text = "GET / HTTP/1.1\r\nHost: a\r\nX-Expect: 100-continue\r\n\r\n";
         let (head, rest) = inspect(text);
-        assert_eq!(head.unwrap(), Head { expects_continue: false });
+        assert_eq!(
+            head.unwrap(),
+            Head {
+                expects_continue: false
+            }
+        );
         assert_eq!(rest, text);
     }
 

@@ -33,9 +33,7 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::new()
         .filter_level(config.log_level)
-        .format(|out, record| {
-            writeln!(out, "{:<5} {}", record.level(), record.args())
-        })
+        .format(|out, record| writeln!(out, "{:<5} {}", record.level(), record.args()))
         .init();
 
     // Register for signals before serving, so an early SIGTERM is not lost.

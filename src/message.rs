@@ -74,7 +74,8 @@ pub struct Encoded(Bytes);
 impl Outbound<'_> {
     /// Serialises once; clones of the result share the bytes.
     pub fn encode(&self) -> Encoded {
-        let json = serde_json::to_vec(self).expect("serialising plain strings and numbers cannot fail");
+        let json =
+            serde_json::to_vec(self).expect("serialising plain strings and numbers cannot fail");
         Encoded(Bytes::from(json))
     }
 }
@@ -149,7 +150,10 @@ mod tests {
         assert_eq!(inbound_text(r#"{"text":"hi"}"#), "hi");
         assert_eq!(inbound_text("plain words"), "plain words");
         // JSON that is not our shape is somebody's text, shown as typed.
-        assert_eq!(inbound_text(r#"{"name":"mallory"}"#), r#"{"name":"mallory"}"#);
+        assert_eq!(
+            inbound_text(r#"{"name":"mallory"}"#),
+            r#"{"name":"mallory"}"#
+        );
     }
 
     #[test]
@@ -168,8 +172,16 @@ mod tests {
             serde_json::json!({"type":"message","id":7,"room":"lobby","name":"ann",
                 "text":"<b>\"hi\"</b>","when":"2026-11-25T19:21:32.123Z"})
         );
-        let join = Outbound::Join { room: "r", name: "n", when: "t" }.encode();
-        assert_eq!(join.bytes().as_ref(), br#"{"type":"join","room":"r","name":"n","when":"t"}"#);
+        let join = Outbound::Join {
+            room: "r",
+            name: "n",
+            when: "t",
+        }
+        .encode();
+        assert_eq!(
+            join.bytes().as_ref(),
+            br#"{"type":"join","room":"r","name":"n","when":"t"}"#
+        );
     }
 
     #[test]

@@ -216,7 +216,9 @@ impl Room {
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.
         };
-        self.shared.tracer.trace(format_args!("Message received: {text}"));
+        self.shared
+            .tracer
+            .trace(format_args!("Message received: {text}"));
         self.last_id += 1;
         let when = timestamp(SystemTime::now());
         let frame = Outbound::Message {
@@ -344,13 +346,20 @@ mod tests {
             for client in [&ann, &bob] {
                 let first = next_json(client).await;
                 assert_eq!(
-                    (first["id"].as_u64(), first["name"].as_str(), first["text"].as_str()),
+                    (
+                        first["id"].as_u64(),
+                        first["name"].as_str(),
+                        first["text"].as_str()
+                    ),
                     (Some(1), Some("ann"), Some("hello"))
                 );
                 assert_eq!(first["room"], "lobby");
                 assert!(first["when"].as_str().unwrap().ends_with('Z'));
                 let second = next_json(client).await;
-                assert_eq!((second["id"].as_u64(), second["name"].as_str()), (Some(2), Some("bob")));
+                assert_eq!(
+                    (second["id"].as_u64(), second["name"].as_str()),
+                    (Some(2), Some("bob"))
+                );
             }
             assert_eq!(stats.snapshot().messages, 2);
         });
@@ -384,7 +393,10 @@ mod tests {
             let bob_frames = bob.frames.clone();
             bob.member.leave().await;
             let leave = next_json(&ann).await;
-            assert_eq!((leave["type"].as_str(), leave["name"].as_str()), (Some("leave"), Some("bob")));
+            assert_eq!(
+                (leave["type"].as_str(), leave["name"].as_str()),
+                (Some("leave"), Some("bob"))
+            );
             ann.member.say("still here".into()).await;
             assert_eq!(next_json(&ann).await["text"], "still here");
             // Bob got his own join, then nothing: the room dropped his queue.
@@ -407,7 +419,10 @@ mod tests {
             // m0 is the broadcast that found slow's queue full; slow's leave follows it.
             assert_eq!(next_json(&fast).await["text"], "m0");
             let leave = next_json(&fast).await;
-            assert_eq!((leave["type"].as_str(), leave["name"].as_str()), (Some("leave"), Some("slow")));
+            assert_eq!(
+                (leave["type"].as_str(), leave["name"].as_str()),
+                (Some("leave"), Some("slow"))
+            );
             for n in 1..10 {
                 assert_eq!(next_json(&fast).await["text"], format!("m{n}"));
             }

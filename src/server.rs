@@ -68,20 +68,33 @@ impl Server {
             alive: alive_tx,
         };
         executor
-            .spawn(accept(listener, web::Endpoint::new(state), executor.clone(), signal))
+            .spawn(accept(
+                listener,
+                web::Endpoint::new(state),
+                executor.clone(),
+                signal,
+            ))
             .detach();
 
+        let (ready_tx, ready) = async_channel::bounded(config.threads.get());
         let threads = (0..config.threads.get())
             .map(|n| {
-                let (executor, stop) = (executor.clone(), threads_stop.clone());
+                let (executor, stop, ready) =
+                    (executor.clone(), threads_stop.clone(), ready_tx.clone());
                 std::thread::Builder::new()
                     .name(format!("smolchat-{n}"))
                     .spawn(move || {
+                        let _ = ready.try_send(());
                         // The thread's whole life: run tasks until the stop channel closes.
                         let _ = smol::block_on(executor.run(stop.recv()));
                     })
             })
             .collect::<io::Result<Vec<_>>>()?;
+        // Return only once every thread runs (and carries its name), so a caller that sees
+        // the server started sees all of it.
+        for _ in 0..threads.len() {
+            let _ = ready.recv_blocking();
+        }
         Ok(Server {
             addr,
             stats,

@@ -35,7 +35,11 @@ impl Tracer {
 
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.out.is_some() { "Tracer(on)" } else { "Tracer(off)" })
+        f.write_str(if self.out.is_some() {
+            "Tracer(on)"
+        } else {
+            "Tracer(off)"
+        })
     }
 }
 
@@ -70,7 +74,10 @@ mod tests {
         let tracer = Tracer::new(buffer.clone());
         tracer.trace("Hello trace package.");
         tracer.trace(format_args!("Message received: {}", 42));
-        assert_eq!(buffer.text(), "Hello trace package.\nMessage received: 42\n");
+        assert_eq!(
+            buffer.text(),
+            "Hello trace package.\nMessage received: 42\n"
+        );
     }
 
     #[test]

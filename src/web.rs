@@ -92,7 +92,10 @@ impl Endpoint {
     }
 
     /// Answers one request.
-    pub async fn respond(&self, req: http_types::Request) -> http_types::Result<http_types::Response> {
+    pub async fn respond(
+        &self,
+        req: http_types::Request,
+    ) -> http_types::Result<http_types::Response> {
         self.0.respond(req).await
     }
 }
@@ -105,24 +108,35 @@ fn app(state: State) -> tide::Server<State> {
         res.insert_header("Referrer-Policy", "no-referrer");
         Ok(res)
     }));
-    app.at("/").get(|req: Request<State>| async move { page(&req, DEFAULT_ROOM) });
+    app.at("/")
+        .get(|req: Request<State>| async move { page(&req, DEFAULT_ROOM) });
     app.at("/r/:room")
         .get(|req: Request<State>| async move { page(&req, req.param("room")?) });
     app.at("/ws/:room").get(upgrade);
-    app.at("/assets/chat.js").get(|req| async move { asset(&req, &CHAT_JS) });
-    app.at("/assets/chat.css").get(|req| async move { asset(&req, &CHAT_CSS) });
-    app.at("/assets/icon.svg").get(|req| async move { asset(&req, &ICON) });
-    app.at("/favicon.ico").get(|req| async move { asset(&req, &ICON) });
+    app.at("/assets/chat.js")
+        .get(|req| async move { asset(&req, &CHAT_JS) });
+    app.at("/assets/chat.css")
+        .get(|req| async move { asset(&req, &CHAT_CSS) });
+    app.at("/assets/icon.svg")
+        .get(|req| async move { asset(&req, &ICON) });
+    app.at("/favicon.ico")
+        .get(|req| async move { asset(&req, &ICON) });
     app.at("/healthz").get(healthz);
     app
 }
 
 fn page(req: &Request<State>, room: &str) -> tide::Result {
     if !valid_room(room) {
-        return Ok(plain(StatusCode::BadRequest, "room names are 1-32 of a-z, 0-9, - and _"));
+        return Ok(plain(
+            StatusCode::BadRequest,
+            "room names are 1-32 of a-z, 0-9, - and _",
+        ));
     }
     let Some(host) = request_host(req) else {
-        return Ok(plain(StatusCode::BadRequest, "missing or malformed Host header"));
+        return Ok(plain(
+            StatusCode::BadRequest,
+            "missing or malformed Host header",
+        ));
     };
     let html = ChatPage {
         host,
@@ -168,7 +182,10 @@ async fn upgrade(req: Request<State>) -> tide::Result {
     let state = req.state();
     let room = req.param("room")?;
     if !valid_room(room) {
-        return Ok(plain(StatusCode::BadRequest, "room names are 1-32 of a-z, 0-9, - and _"));
+        return Ok(plain(
+            StatusCode::BadRequest,
+            "room names are 1-32 of a-z, 0-9, - and _",
+        ));
     }
     let key = match websocket_key(&req) {
         Ok(key) => key,
@@ -177,7 +194,10 @@ async fn upgrade(req: Request<State>) -> tide::Result {
     let peer = req.peer_addr().unwrap_or("unknown").to_owned();
     if let Err(origin) = check_origin(&req, &state.allow_origins) {
         log::warn!("{peer}: refused WebSocket from origin {origin}");
-        return Ok(plain(StatusCode::Forbidden, "cross-origin WebSocket refused"));
+        return Ok(plain(
+            StatusCode::Forbidden,
+            "cross-origin WebSocket refused",
+        ));
     }
     let name = match req.url().query_pairs().find(|(k, _)| k == "name") {
         None => ANONYMOUS.to_owned(),
@@ -187,11 +207,20 @@ async fn upgrade(req: Request<State>) -> tide::Result {
         },
     };
     if state.shutdown.fired() {
-        return Ok(plain(StatusCode::ServiceUnavailable, "server shutting down"));
+        return Ok(plain(
+            StatusCode::ServiceUnavailable,
+            "server shutting down",
+        ));
     }
     if !state.stats.try_open_connection(state.max_connections) {
-        log::warn!("{peer}: refused WebSocket: {} connections open", state.max_connections);
-        return Ok(plain(StatusCode::ServiceUnavailable, "too many connections, try again later"));
+        log::warn!(
+            "{peer}: refused WebSocket: {} connections open",
+            state.max_connections
+        );
+        return Ok(plain(
+            StatusCode::ServiceUnavailable,
+            "too many connections, try again later",
+        ));
     }
     let slot = ConnectionSlot(state.stats.clone());
 
@@ -199,7 +228,9 @@ async fn upgrade(req: Request<State>) -> tide::Result {
     res.insert_header("Upgrade", "websocket");
     res.insert_header("Connection", "Upgrade");
     res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
-    let upgraded = AsMut::<tide::http::Response>::as_mut(&mut res).recv_upgrade().await;
+    let upgraded = AsMut::<tide::http::Response>::as_mut(&mut res)
+        .recv_upgrade()
+        .await;
 
     let client = Client {
         peer,
@@ -217,7 +248,16 @@ async fn upgrade(req: Request<State>) -> tide::Result {
             let config = client::websocket_config(&state.limits);
             let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
             let (limits, registry, shutdown) = (state.limits, state.registry, state.shutdown);
-            client::serve(ws, client, limits, registry, &state.executor, shutdown, slot).await;
+            client::serve(
+                ws,
+                client,
+                limits,
+                registry,
+                &state.executor,
+                shutdown,
+                slot,
+            )
+            .await;
         })
         .detach();
     Ok(res)
@@ -258,7 +298,10 @@ fn request_host(req: &Request<State>) -> Option<&str> {
 /// Allows a request with no Origin (not a browser), one from the page's own host, or one from
 /// an allowed origin. Returns the refused origin otherwise.
 fn check_origin(req: &Request<State>, allowed: &[String]) -> Result<(), String> {
-    let Some(origin) = req.header("Origin").map(|v| v.last().as_str().to_ascii_lowercase()) else {
+    let Some(origin) = req
+        .header("Origin")
+        .map(|v| v.last().as_str().to_ascii_lowercase())
+    else {
         return Ok(());
     };
     let origin_host = origin.split_once("://").map_or("", |(_, host)| host);

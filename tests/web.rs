@@ -17,7 +17,10 @@ fn external_urls(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for scheme in ["http://", "https://"] {
         for (at, _) in text.match_indices(scheme) {
-            let url: String = text[at..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+            let url: String = text[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect();
             if url != "http://www.w3.org/2000/svg" {
                 found.push(url);
             }
@@ -40,14 +43,22 @@ fn the_page_has_the_host_injected_and_refers_to_no_other_host() {
         let html = page.text();
         assert!(html.contains(r#"data-host="chatbox.local:8080""#), "{html}");
         assert!(html.contains(r#"data-room="lobby""#));
-        let csp = page.header("content-security-policy").expect("a CSP header");
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        let csp = page
+            .header("content-security-policy")
+            .expect("a CSP header");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
         let inline_handler = html.match_indices(" on").any(|(at, _)| {
             let rest = &html[at + 3..];
             let name_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
             name_len > 0 && rest.as_bytes().get(name_len) == Some(&b'=')
         });
-        assert!(!html.contains("<script>") && !inline_handler, "inline script in the page");
+        assert!(
+            !html.contains("<script>") && !inline_handler,
+            "inline script in the page"
+        );
 
         let mut everything = html.clone();
         for (path, mime) in [
@@ -77,9 +88,18 @@ fn room_pages_and_their_names() {
         let page = get(server.addr, "/r/book-club_2", &[]).await;
         assert_eq!(page.status, 200);
         assert!(page.text().contains(r#"data-room="book-club_2""#));
-        for bad in ["/r/Book", "/r/has%20space", &format!("/r/{}", "x".repeat(33))] {
+        for bad in [
+            "/r/Book",
+            "/r/has%20space",
+            &format!("/r/{}", "x".repeat(33)),
+        ] {
             assert_eq!(get(server.addr, bad, &[]).await.status, 400, "{bad}");
-            assert_eq!(get(server.addr, &bad.replace("/r/", "/ws/"), &UPGRADE).await.status, 400);
+            assert_eq!(
+                get(server.addr, &bad.replace("/r/", "/ws/"), &UPGRADE)
+                    .await
+                    .status,
+                400
+            );
         }
         let hostile = raw_request(
             server.addr,
@@ -102,7 +122,10 @@ fn healthz_counts_rooms_connections_and_messages() {
         let health = get(server.addr, "/healthz", &[]).await;
         assert_eq!(health.status, 200);
         let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
-        assert_eq!(json, serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0}));
+        assert_eq!(
+            json,
+            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0})
+        );
     });
 }
 
@@ -135,11 +158,24 @@ fn bad_upgrade_requests_are_refused() {
     let server = start(config());
     smol::block_on(async {
         assert_eq!(get(server.addr, "/ws/lobby", &[]).await.status, 400);
-        let old_version = ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 8", "Sec-WebSocket-Key: x"];
-        assert_eq!(get(server.addr, "/ws/lobby", &old_version).await.status, 400);
+        let old_version = [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 8",
+            "Sec-WebSocket-Key: x",
+        ];
+        assert_eq!(
+            get(server.addr, "/ws/lobby", &old_version).await.status,
+            400
+        );
         let long_name = format!("/ws/lobby?name={}", "n".repeat(33));
         assert_eq!(get(server.addr, &long_name, &UPGRADE).await.status, 400);
-        assert_eq!(get(server.addr, "/ws/lobby?name=%20%20", &UPGRADE).await.status, 400);
+        assert_eq!(
+            get(server.addr, "/ws/lobby?name=%20%20", &UPGRADE)
+                .await
+                .status,
+            400
+        );
         // No name is fine: the server calls you anonymous.
         let mut anon = ws(server.addr, "/ws/lobby").await;
         assert_eq!(next_json(&mut anon).await["name"], "anonymous");
@@ -169,7 +205,10 @@ fn expect_100_continue_is_answered_by_us_and_bodies_are_bounded() {
         )
         .await;
         assert_eq!(chunked.status, 411);
-        let big_head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "p".repeat(9000));
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(9000)
+        );
         assert_eq!(raw_request(server.addr, &big_head).await.status, 431);
         let http10 = raw_request(server.addr, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
         assert!(http10.status >= 400, "{}", http10.status);
@@ -188,7 +227,9 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         let mut chunk = [0u8; 4096];
         // The first answer arrives while the connection stays open.
         while !String::from_utf8_lossy(&seen).contains("\"dropped\"") {
-            let n = within("first response", stream.read(&mut chunk)).await.unwrap();
+            let n = within("first response", stream.read(&mut chunk))
+                .await
+                .unwrap();
             assert!(n > 0, "server closed a keep-alive connection");
             seen.extend_from_slice(&chunk[..n]);
         }
@@ -197,7 +238,9 @@ fn keep_alive_serves_several_requests_on_one_connection() {
             .await
             .unwrap();
         let mut rest = Vec::new();
-        within("second response", stream.read_to_end(&mut rest)).await.unwrap();
+        within("second response", stream.read_to_end(&mut rest))
+            .await
+            .unwrap();
         assert_eq!(parse_reply(&rest).status, 200);
     });
 }

@@ -115,11 +115,18 @@ pub async fn status_of(addr: SocketAddr, request: String) -> u16 {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 1024];
     while !String::from_utf8_lossy(&bytes).contains("\r\n\r\n") {
-        let n = within("a response head", stream.read(&mut chunk)).await.unwrap();
+        let n = within("a response head", stream.read(&mut chunk))
+            .await
+            .unwrap();
         assert!(n > 0, "connection closed before a response head");
         bytes.extend_from_slice(&chunk[..n]);
     }
-    String::from_utf8_lossy(&bytes).split(' ').nth(1).unwrap().parse().unwrap()
+    String::from_utf8_lossy(&bytes)
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A `GET path` request with extra header lines, keeping the connection open.
@@ -143,7 +150,14 @@ pub fn parse_reply(bytes: &[u8]) -> Reply {
     let (head, _) = rest.split_once("\r\n\r\n").expect("a complete head");
     let body_start = bytes.len() - (rest.len() - head.len() - 4);
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .map(|l| {
             let (n, v) = l.split_once(':').unwrap();
@@ -187,7 +201,10 @@ pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
 pub async fn join(addr: SocketAddr, room: &str, name: &str) -> Ws {
     let mut ws = ws(addr, &format!("/ws/{room}?name={name}")).await;
     let own = next_json(&mut ws).await;
-    assert_eq!((own["type"].as_str(), own["name"].as_str()), (Some("join"), Some(name)));
+    assert_eq!(
+        (own["type"].as_str(), own["name"].as_str()),
+        (Some("join"), Some(name))
+    );
     ws
 }
 

@@ -1,0 +1,269 @@
+//! The real `smolchat` binary: flags, signals, threads and the tracer, seen from outside.
+
+mod common;
+
+use common::*;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `smolchat` process, killed on drop if still alive.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    /// stderr lines after the "listening" line.
+    log: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts the binary on 127.0.0.1:0 and reads the address from its "listening" log line.
+    fn start(extra: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smolchat"))
+            .args(["--addr", "127.0.0.1:0", "--threads", "2"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smolchat");
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = log
+                .recv_timeout(STEP)
+                .expect("no 'listening' line from smolchat");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Process { child, addr, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for exit, at most `limit`; returns the status and how long it took.
+    fn wait(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = self.pid();
+        let (tx, rx) = mpsc::channel();
+        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("smolchat {pid} still running after {limit:?}"))
+            .unwrap();
+        (status, started.elapsed())
+    }
+
+    /// Names of the process's threads, from /proc.
+    fn thread_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .map(|task| {
+                let comm = task.unwrap().path().join("comm");
+                std::fs::read_to_string(comm).unwrap().trim().to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_with(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_smolchat"))
+        .args(args)
+        .output()
+        .expect("run smolchat");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_clear_line() {
+    for args in [
+        &["--bogus"][..],
+        &["--queue", "abc"],
+        &["--threads", "0"],
+        &["--addr", "here"],
+        &["--max-message-bytes"],
+        &["--config", "/nonexistent/smolchat.conf"],
+    ] {
+        let (code, stdout, stderr) = run_with(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("smolchat: "), "{stderr}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let (code, stdout, _) = run_with(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--max-message-bytes") && stdout.contains("--allow-origin"));
+    let (code, stdout, _) = run_with(&["-V"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("smolchat {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run_with(&["--addr", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_0_within_2_seconds() {
+    let mut server = Process::start(&[]);
+    smol::block_on(async {
+        let mut ann = join(server.addr, "lobby", "ann").await;
+        let mut bob = join(server.addr, "other", "bob").await;
+        server.signal("TERM");
+        for ws in [&mut ann, &mut bob] {
+            let (code, reason) = close_frame(ws).await;
+            assert_eq!(code, 1001);
+            assert!(reason.contains("shutting down"), "{reason}");
+        }
+    });
+    let (status, took) = server.wait(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let said: Vec<String> = server.log.try_iter().collect();
+    assert!(said.iter().any(|l| l.contains("shutting down")), "{said:?}");
+}
+
+#[test]
+fn sigint_on_an_idle_server_exits_0() {
+    let mut server = Process::start(&[]);
+    server.signal("INT");
+    assert_eq!(server.wait(Duration::from_secs(5)).0.code(), Some(0));
+}
+
+#[test]
+fn no_executor_threads_beyond_ours_even_after_expect_100_continue() {
+    let server = Process::start(&[]);
+    let before = server.thread_names();
+    assert_eq!(
+        before,
+        ["async-io", "smolchat", "smolchat-0", "smolchat-1"],
+        "{before:?}"
+    );
+    smol::block_on(async {
+        // A remote client's Expect: 100-continue would make async-h1 start async-global-executor.
+        let mut stream = smol::net::TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 25];
+        within("100 Continue", stream.read_exact(&mut first))
+            .await
+            .unwrap();
+        assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+        stream.write_all(b"hi").await.unwrap();
+        let mut rest = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !String::from_utf8_lossy(&rest).contains("\r\n\r\n") {
+            let n = within("final response", stream.read(&mut chunk))
+                .await
+                .unwrap();
+            assert!(n > 0);
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            rest.starts_with(b"HTTP/1.1 405"),
+            "{}",
+            String::from_utf8_lossy(&rest)
+        );
+        // Header timeouts and WebSockets must not start anything either.
+        let mut ws = join(server.addr, "lobby", "ann").await;
+        say(&mut ws, "hi").await;
+        next_message(&mut ws).await;
+    });
+    assert_eq!(server.thread_names(), before);
+}
+
+#[test]
+fn trace_narrates_room_events_on_stdout() {
+    let mut server = Process::start(&["--trace"]);
+    let mut stdout = server.child.stdout.take().unwrap();
+    smol::block_on(async {
+        let mut ann = join(server.addr, "lobby", "ann").await;
+        say(&mut ann, "hello tracer").await;
+        next_message(&mut ann).await;
+        ann.close(None).await.unwrap();
+        while within("close", smol::stream::StreamExt::next(&mut ann))
+            .await
+            .is_some()
+        {}
+    });
+    server.signal("TERM");
+    server.wait(Duration::from_secs(5));
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "New client joined",
+            "Message received: hello tracer",
+            "Client left"
+        ]
+    );
+}
+
+#[test]
+fn without_trace_stdout_stays_empty() {
+    let mut server = Process::start(&[]);
+    let mut stdout = server.child.stdout.take().unwrap();
+    smol::block_on(async {
+        let mut ann = join(server.addr, "lobby", "ann").await;
+        say(&mut ann, "quiet").await;
+        next_message(&mut ann).await;
+    });
+    server.signal("TERM");
+    server.wait(Duration::from_secs(5));
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "");
+}
