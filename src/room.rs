@@ -146,6 +146,18 @@ struct Seat {
     outbox: Outbox,
 }
 
+/// Whether a broadcast may be skipped for a member that is falling behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Chat messages: every member gets every one, or is dropped.
+    Every,
+    /// Presence (join/leave): skipped for a member whose queue is over half full, keeping the
+    /// rest of its queue for messages. A burst of joins (a whole floor reconnecting after a
+    /// restart, each join announced to everyone) would otherwise drop clients that are merely
+    /// busy.
+    Spare,
+}
+
 /// The state one room task owns.
 struct Room {
     name: String,
@@ -203,7 +215,7 @@ impl Room {
         }
         .encode();
         self.members.insert(id, Seat { name, outbox });
-        self.broadcast(frame);
+        self.broadcast(frame, Delivery::Spare);
     }
 
     fn leave(&mut self, id: ClientId) {
@@ -230,12 +242,12 @@ impl Room {
         }
         .encode();
         self.shared.stats.message();
-        self.broadcast(frame);
+        self.broadcast(frame, Delivery::Every);
     }
 
     /// Offers `frame` to every member without waiting; drops those that cannot take it.
-    fn broadcast(&mut self, frame: Encoded) {
-        let departed = self.offer(&frame);
+    fn broadcast(&mut self, frame: Encoded, delivery: Delivery) {
+        let departed = self.offer(&frame, delivery);
         self.announce_departures(departed);
     }
 
@@ -251,16 +263,22 @@ impl Room {
                 when: &when,
             }
             .encode();
-            departed.extend(self.offer(&frame));
+            departed.extend(self.offer(&frame, Delivery::Spare));
         }
     }
 
     /// `try_send`s a clone of `frame` to every member; returns the names of those removed.
-    fn offer(&mut self, frame: &Encoded) -> Vec<String> {
+    fn offer(&mut self, frame: &Encoded, delivery: Delivery) -> Vec<String> {
         let mut departed = Vec::new();
         let (room, stats) = (&self.name, &self.shared.stats);
-        self.members
-            .retain(|_, seat| match seat.outbox.frames.try_send(frame.clone()) {
+        self.members.retain(|_, seat| {
+            let queue = &seat.outbox.frames;
+            if delivery == Delivery::Spare
+                && queue.len() * 2 >= queue.capacity().unwrap_or(usize::MAX)
+            {
+                return true;
+            }
+            match queue.try_send(frame.clone()) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     log::warn!(
@@ -278,7 +296,8 @@ impl Room {
                     departed.push(seat.name.clone());
                     false
                 }
-            });
+            }
+        });
         departed
     }
 }
@@ -411,21 +430,32 @@ mod tests {
             let (registry, stats) = registry(&ex);
             let slow = join(&registry, "lobby", "slow", 2).await;
             let fast = join(&registry, "lobby", "fast", 64).await;
-            // slow's queue now holds two joins and is full; it never reads.
+            // slow never reads. Its own join fills half its queue, so fast's join (presence)
+            // is skipped for it; m0 fills the queue; m1 finds it full and drops slow.
             for n in 0..10 {
                 fast.member.say(format!("m{n}")).await;
             }
             assert_eq!(next_json(&fast).await["type"], "join");
-            // m0 is the broadcast that found slow's queue full; slow's leave follows it.
             assert_eq!(next_json(&fast).await["text"], "m0");
+            assert_eq!(next_json(&fast).await["text"], "m1");
             let leave = next_json(&fast).await;
             assert_eq!(
                 (leave["type"].as_str(), leave["name"].as_str()),
                 (Some("leave"), Some("slow"))
             );
-            for n in 1..10 {
+            for n in 2..10 {
                 assert_eq!(next_json(&fast).await["text"], format!("m{n}"));
             }
+            let kept: Vec<_> = std::iter::from_fn(|| slow.frames.try_recv().ok())
+                .map(|f| {
+                    serde_json::from_slice::<serde_json::Value>(f.bytes()).unwrap()["type"].clone()
+                })
+                .collect();
+            assert_eq!(
+                kept,
+                ["join", "message"],
+                "presence was not skipped, or a message was"
+            );
             assert!(slow.kicked.load(Ordering::SeqCst));
             assert!(!fast.kicked.load(Ordering::SeqCst));
             assert_eq!(stats.snapshot().dropped, 1);

@@ -1,4 +1,8 @@
 //! The real `smolchat` binary: flags, signals, threads and the tracer, seen from outside.
+//!
+//! Under emulation (cross tests), set `SMOLCHAT_TEST_RUNNER` to the emulator, e.g.
+//! `qemu-aarch64-static`: the binary is then started through it, since the kernel cannot run
+//! a foreign binary by itself.
 
 mod common;
 
@@ -9,6 +13,24 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// A command that starts the `smolchat` binary, through `SMOLCHAT_TEST_RUNNER` if set.
+fn smolchat() -> Command {
+    let binary = env!("CARGO_BIN_EXE_smolchat");
+    match std::env::var("SMOLCHAT_TEST_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut command = Command::new(runner);
+            command.arg(binary);
+            command
+        }
+        _ => Command::new(binary),
+    }
+}
+
+/// Whether the binary runs under an emulator, which adds threads of its own.
+fn emulated() -> bool {
+    std::env::var("SMOLCHAT_TEST_RUNNER").is_ok_and(|r| !r.is_empty())
+}
 
 /// A running `smolchat` process, killed on drop if still alive.
 struct Process {
@@ -21,7 +43,7 @@ struct Process {
 impl Process {
     /// Starts the binary on 127.0.0.1:0 and reads the address from its "listening" log line.
     fn start(extra: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_smolchat"))
+        let mut child = smolchat()
             .args(["--addr", "127.0.0.1:0", "--threads", "2"])
             .args(extra)
             .stdin(Stdio::null())
@@ -99,10 +121,7 @@ impl Drop for Process {
 }
 
 fn run_with(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_smolchat"))
-        .args(args)
-        .output()
-        .expect("run smolchat");
+    let out = smolchat().args(args).output().expect("run smolchat");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
