@@ -8,7 +8,7 @@
 //! nothing but its own connection, and only briefly.
 
 use crate::message::{inbound_text, Encoded};
-use crate::room::{Member, Outbox, Registry};
+use crate::room::{JoinError, JoinRequest, Member, Outbox, Registry};
 use crate::shutdown;
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -36,6 +36,8 @@ const DRAIN_LIMIT_BYTES: usize = 64 * 1024;
 pub struct Limits {
     /// Frames queued for this client before it counts as too slow.
     pub queue: usize,
+    /// Messages a room replays on join; the queue makes room for them on top of `queue`.
+    pub history: usize,
     /// Largest inbound message.
     pub max_message_bytes: usize,
     /// How often the writer pings.
@@ -61,7 +63,15 @@ pub struct Client {
     pub room: String,
     /// The server-stamped display name.
     pub name: String,
+    /// Who this is across tabs (see [`JoinRequest::person`]).
+    pub person: u64,
+    /// The newest message id the client already has.
+    pub since: Option<u64>,
 }
+
+/// Close code for a refused join: the name is taken in this room (an application code, in the
+/// 4000–4999 range RFC 6455 leaves to applications; 409 as in HTTP's Conflict).
+pub const NAME_TAKEN: u16 = 4409;
 
 /// A close frame the writer must send: code and reason. `None`: close without sending one.
 type Close = Option<(CloseCode, &'static str)>;
@@ -80,8 +90,9 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, mut stream) = ws.split();
-    let (frames_tx, frames) = async_channel::bounded(limits.queue);
+    let mut ws = ws;
+    // Room for the welcome, the history replay and the live queue.
+    let (frames_tx, frames) = async_channel::bounded(limits.queue + limits.history + 1);
     let (stop_tx, stop) = async_channel::bounded::<Close>(1);
     let kick = stop_tx.clone();
     let outbox = Outbox {
@@ -91,9 +102,37 @@ pub async fn serve<S>(
             let _ = kick.try_send(Some((CloseCode::Policy, "too slow: message queue full")));
         }),
     };
-    let member = registry
-        .join(&client.room, client.name.clone(), outbox)
-        .await;
+    let request = JoinRequest {
+        room: client.room.clone(),
+        name: client.name.clone(),
+        person: client.person,
+        since: client.since,
+        outbox,
+    };
+    let member = match registry.join(request).await {
+        Ok(member) => member,
+        Err(JoinError::NameTaken) => {
+            log::info!(
+                "{}: {} is taken in room {}",
+                client.peer,
+                client.name,
+                client.room
+            );
+            let frame = CloseFrame {
+                code: CloseCode::from(NAME_TAKEN),
+                reason: Utf8Bytes::from_static("that name is taken in this room"),
+            };
+            let _ = or(async { ws.close(Some(frame)).await.map_err(drop) }, async {
+                Timer::after(CLOSE_TIMEOUT).await;
+                Err(())
+            })
+            .await;
+            drain(ws.get_mut()).await;
+            drop(lease);
+            return;
+        }
+    };
+    let (sink, mut stream) = ws.split();
     log::info!(
         "{}: {} joined room {} (client {})",
         client.peer,

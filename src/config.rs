@@ -27,6 +27,13 @@ OPTIONS:
   --max-connections N       open WebSockets before new ones get 503 [default: 1000]
   --allow-origin ORIGIN     also accept WebSockets from this origin (repeatable),
                             e.g. http://chat.example:8080
+  --data-dir DIR            keep history and the session key in DIR, or 'none' for memory
+                            only [default: ./data]
+  --history N               messages each room keeps and replays to newcomers [default: 200]
+  --passcode CODE           require this passcode to chat (visible in ps: prefer the file)
+  --passcode-file FILE      read the passcode from the first line of FILE
+  --secret-file FILE        key that signs session cookies [default: DIR/secret.key, made
+                            at first start]
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
                             also SMOLCHAT_LOG]
@@ -50,6 +57,14 @@ pub struct Config {
     pub max_connections: usize,
     /// Extra origins (scheme://host[:port]) allowed to open WebSockets.
     pub allow_origins: Vec<String>,
+    /// Where history and the session key live; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Messages each room keeps.
+    pub history: usize,
+    /// The passcode everyone must know, if any.
+    pub passcode: Option<String>,
+    /// Where the session-signing key is; default `data_dir/secret.key`.
+    pub secret_file: Option<PathBuf>,
     /// Narrate room events to stdout.
     pub trace: bool,
     /// Log level.
@@ -69,6 +84,10 @@ impl Default for Config {
             max_message_bytes: NonZeroUsize::new(4096).expect("4096 is not zero"),
             max_connections: 1000,
             allow_origins: Vec::new(),
+            data_dir: Some(PathBuf::from("data")),
+            history: 200,
+            passcode: None,
+            secret_file: None,
             trace: false,
             log_level: log::LevelFilter::Info,
             ping_interval: Duration::from_secs(30),
@@ -101,7 +120,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 7] = [
+const VALUE_OPTIONS: [(&str, &str); 12] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -109,6 +128,11 @@ const VALUE_OPTIONS: [(&str, &str); 7] = [
     ("max-connections", "--max-connections"),
     ("allow-origin", "--allow-origin"),
     ("log-level", "--log-level"),
+    ("data-dir", "--data-dir"),
+    ("history", "--history"),
+    ("passcode", "--passcode"),
+    ("passcode-file", "--passcode-file"),
+    ("secret-file", "--secret-file"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -117,6 +141,10 @@ const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 20;
 const QUEUE_LIMIT: usize = 65_536;
 /// Largest accepted `--threads`.
 const THREADS_LIMIT: usize = 256;
+/// Largest accepted `--history`.
+const HISTORY_LIMIT: usize = 100_000;
+/// Longest passcode, in bytes.
+const PASSCODE_LIMIT: usize = 256;
 
 /// Reads the process's own arguments and `SMOLCHAT_LOG`.
 pub fn from_env() -> Result<Command, ConfigError> {
@@ -233,6 +261,21 @@ impl Settings {
                 c.max_connections = parse_count(value, 1, usize::MAX)?.get();
             }
             "allow-origin" => c.allow_origins.push(parse_origin(value)?),
+            "data-dir" => {
+                c.data_dir = match value {
+                    "" => return Err("give a directory, or 'none'".into()),
+                    "none" => None,
+                    dir => Some(PathBuf::from(dir)),
+                }
+            }
+            "history" => c.history = parse_count(value, 1, HISTORY_LIMIT)?.get(),
+            "passcode" => c.passcode = Some(parse_passcode(value)?),
+            "passcode-file" => {
+                let text = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                c.passcode = Some(parse_passcode(text.lines().next().unwrap_or(""))?);
+            }
+            "secret-file" => c.secret_file = Some(PathBuf::from(value)),
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
                     format!("'{value}' is not one of off, error, warn, info, debug, trace")
@@ -265,6 +308,19 @@ fn parse_count(value: &str, min: usize, max: usize) -> Result<NonZeroUsize, Stri
         return Err(format!("{n} is out of range {min}..={max}"));
     }
     NonZeroUsize::new(n).ok_or_else(|| "must not be zero".to_string())
+}
+
+fn parse_passcode(value: &str) -> Result<String, String> {
+    let code = value.trim();
+    if code.is_empty() {
+        Err("the passcode is empty".into())
+    } else if code.len() > PASSCODE_LIMIT {
+        Err(format!(
+            "the passcode is longer than {PASSCODE_LIMIT} bytes"
+        ))
+    } else {
+        Ok(code.to_owned())
+    }
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -337,6 +393,39 @@ mod tests {
         assert_eq!(c.allow_origins, ["http://other.host:81", "https://x"]);
         assert!(c.trace);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn storage_and_identity_options() {
+        let c = run(&[
+            "--data-dir",
+            "none",
+            "--history",
+            "50",
+            "--passcode",
+            " open sesame ",
+        ])
+        .unwrap();
+        assert_eq!((c.data_dir, c.history), (None, 50));
+        assert_eq!(c.passcode.as_deref(), Some("open sesame"));
+        let c = run(&[
+            "--data-dir",
+            "/var/lib/smolchat",
+            "--secret-file",
+            "/etc/key",
+        ])
+        .unwrap();
+        assert_eq!(c.data_dir, Some(PathBuf::from("/var/lib/smolchat")));
+        assert_eq!(c.secret_file, Some(PathBuf::from("/etc/key")));
+        let file = temp_file("passcode", "from a file\nsecond line ignored\n");
+        let c = run(&["--passcode-file", file.to_str().unwrap()]).unwrap();
+        assert_eq!(c.passcode.as_deref(), Some("from a file"));
+        assert!(run(&["--history", "0"]).is_err());
+        assert!(run(&["--passcode", "  "]).is_err());
+        assert!(run(&["--passcode-file", "/nonexistent/code"])
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
     }
 
     #[test]

@@ -20,10 +20,12 @@
 
 mod client;
 pub mod config;
+mod history;
 mod http;
 mod message;
 mod room;
 pub mod server;
+mod session;
 mod shutdown;
 mod stats;
 pub mod trace;

@@ -55,6 +55,8 @@ pub enum Outbound<'a> {
         name: &'a str,
         /// When, RFC 3339 UTC.
         when: &'a str,
+        /// Everyone in the room now, sorted, each name once.
+        members: &'a [String],
     },
     /// Someone left the room (or was dropped).
     Leave {
@@ -64,6 +66,21 @@ pub enum Outbound<'a> {
         name: &'a str,
         /// When, RFC 3339 UTC.
         when: &'a str,
+        /// Everyone in the room now, sorted, each name once.
+        members: &'a [String],
+    },
+    /// The first frame a client gets: who it is, who is here, and what history follows.
+    Welcome {
+        /// The room.
+        room: &'a str,
+        /// The client's own name, as the server knows it.
+        name: &'a str,
+        /// The newest message id in the room (0: none yet). History frames up to it follow.
+        last_id: u64,
+        /// False if the client asked for messages the room no longer keeps.
+        complete: bool,
+        /// Everyone in the room, the client included, sorted, each name once.
+        members: &'a [String],
     },
 }
 
@@ -84,6 +101,13 @@ impl Encoded {
     /// The JSON bytes (always valid UTF-8).
     pub fn bytes(&self) -> &Bytes {
         &self.0
+    }
+
+    /// A frame read back from the history store; `None` unless it is UTF-8.
+    pub fn from_stored(bytes: Bytes) -> Option<Encoded> {
+        std::str::from_utf8(&bytes)
+            .is_ok()
+            .then_some(Encoded(bytes))
     }
 }
 
@@ -172,15 +196,29 @@ mod tests {
             serde_json::json!({"type":"message","id":7,"room":"lobby","name":"ann",
                 "text":"<b>\"hi\"</b>","when":"2026-11-25T19:21:32.123Z"})
         );
+        let members = ["a".to_string(), "n".to_string()];
         let join = Outbound::Join {
             room: "r",
             name: "n",
             when: "t",
+            members: &members,
         }
         .encode();
         assert_eq!(
             join.bytes().as_ref(),
-            br#"{"type":"join","room":"r","name":"n","when":"t"}"#
+            br#"{"type":"join","room":"r","name":"n","when":"t","members":["a","n"]}"#
+        );
+        let welcome = Outbound::Welcome {
+            room: "r",
+            name: "n",
+            last_id: 9,
+            complete: false,
+            members: &members,
+        }
+        .encode();
+        assert_eq!(
+            welcome.bytes().as_ref(),
+            br#"{"type":"welcome","room":"r","name":"n","last_id":9,"complete":false,"members":["a","n"]}"#
         );
     }
 

@@ -1,5 +1,6 @@
-//! Rooms: one task per room owns its members and its message counter; everyone else talks to it
-//! over a channel of [`Event`]s (the book's join / leave / forward, in one ordered channel).
+//! Rooms: one task per room owns its members, its history and its message counter; everyone
+//! else talks to it over a channel of [`Event`]s (the book's join / leave / forward, in one
+//! ordered channel).
 //!
 //! The room never waits for a client. Each broadcast is encoded once and offered to every
 //! member's bounded queue with `try_send`; a member whose queue is full is too slow: it is
@@ -8,7 +9,10 @@
 //! The [`Registry`] maps names to running rooms. It starts a room's task on the first join and
 //! the task removes itself when its last member leaves. Joins are sent while the registry lock is
 //! held, so a room deciding to end (under the same lock, with an empty channel) never loses one.
+//! A room that ends leaves its history behind: in the store on disk, or (memory only) with the
+//! registry, so whoever comes back sees the conversation and ids go on increasing.
 
+use crate::history::{Entry, Ring, Store};
 use crate::message::{timestamp, Encoded, Outbound};
 use crate::stats::Stats;
 use crate::trace::Tracer;
@@ -16,13 +20,15 @@ use async_channel::{Receiver, Sender, TrySendError};
 use smol::lock::Mutex;
 use smol::Executor;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
 const ROOM_EVENT_QUEUE: usize = 256;
+/// Histories of ended rooms kept in memory when there is no store; the oldest go first.
+const DORMANT_ROOMS: usize = 256;
 
 /// Identifies one connection in its room.
 pub type ClientId = u64;
@@ -35,13 +41,34 @@ pub struct Outbox {
     pub kick: Box<dyn Fn() + Send + Sync>,
 }
 
+/// Who wants to join, and what they already have.
+pub struct JoinRequest {
+    /// The room.
+    pub room: String,
+    /// The display name, already checked.
+    pub name: String,
+    /// Identifies a person across tabs: the same person may hold a name twice, nobody else may.
+    pub person: u64,
+    /// The newest message id the client has; it gets what came after. `None`: all history.
+    pub since: Option<u64>,
+    /// Where the room delivers.
+    pub outbox: Outbox,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// Somebody else holds that name in the room.
+    NameTaken,
+}
+
 /// What a room's loop receives.
 enum Event {
-    /// A client enters the room.
+    /// A client enters the room; the room answers on `reply`.
     Join {
         id: ClientId,
-        name: String,
-        outbox: Outbox,
+        request: JoinRequest,
+        reply: Sender<Result<(), JoinError>>,
     },
     /// A client leaves the room.
     Leave { id: ClientId },
@@ -55,9 +82,20 @@ pub struct Registry {
     shared: Arc<Shared>,
 }
 
+/// A running room as the registry sees it.
+struct RoomEntry {
+    events: Sender<Event>,
+    /// People in the room (names counted once), published by the room for `/rooms`.
+    people: Arc<AtomicUsize>,
+}
+
 struct Shared {
-    rooms: Mutex<HashMap<String, Sender<Event>>>,
+    rooms: Mutex<HashMap<String, RoomEntry>>,
+    /// Histories of ended rooms, when there is no store, with the order they ended in.
+    dormant: std::sync::Mutex<(HashMap<String, Ring>, u64)>,
     next_client: AtomicU64,
+    history: usize,
+    store: Option<Arc<Store>>,
     stats: Arc<Stats>,
     tracer: Arc<Tracer>,
     executor: Arc<Executor<'static>>,
@@ -72,12 +110,22 @@ pub struct Member {
 }
 
 impl Registry {
-    /// A registry whose rooms run on `executor`.
-    pub fn new(executor: Arc<Executor<'static>>, stats: Arc<Stats>, tracer: Arc<Tracer>) -> Self {
+    /// A registry whose rooms run on `executor`, keep `history` messages, and save them to
+    /// `store` if there is one.
+    pub fn new(
+        executor: Arc<Executor<'static>>,
+        stats: Arc<Stats>,
+        tracer: Arc<Tracer>,
+        history: usize,
+        store: Option<Arc<Store>>,
+    ) -> Self {
         Registry {
             shared: Arc::new(Shared {
                 rooms: Mutex::new(HashMap::new()),
+                dormant: std::sync::Mutex::new((HashMap::new(), 0)),
                 next_client: AtomicU64::new(1),
+                history,
+                store,
                 stats,
                 tracer,
                 executor,
@@ -85,29 +133,61 @@ impl Registry {
         }
     }
 
-    /// Joins `room` (starting it if needed) as `name`; the room delivers to `outbox`.
-    pub async fn join(&self, room: &str, name: String, outbox: Outbox) -> Member {
+    /// Joins a room (starting it if needed). The room first sends a `welcome` and the history
+    /// asked for, then everything said from then on.
+    pub async fn join(&self, request: JoinRequest) -> Result<Member, JoinError> {
         let id = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply) = async_channel::bounded(1);
         let mut rooms = self.shared.rooms.lock().await;
-        let events = match rooms.get(room) {
-            Some(events) => events.clone(),
+        let events = match rooms.get(&request.room) {
+            Some(entry) => entry.events.clone(),
             None => {
                 let (events, inbox) = async_channel::bounded(ROOM_EVENT_QUEUE);
-                rooms.insert(room.to_owned(), events.clone());
+                let people = Arc::new(AtomicUsize::new(0));
+                rooms.insert(
+                    request.room.clone(),
+                    RoomEntry {
+                        events: events.clone(),
+                        people: people.clone(),
+                    },
+                );
                 self.shared.stats.room_opened();
-                let task = Room::new(room.to_owned(), self.shared.clone()).run(inbox);
-                self.shared.executor.spawn(task).detach();
+                let room = Room::new(request.room.clone(), self.shared.clone(), people);
+                self.shared.executor.spawn(room.run(inbox)).detach();
                 events
             }
         };
         // The room ends only under this lock, so it is alive to receive this join.
-        let _ = events.send(Event::Join { id, name, outbox }).await;
+        let _ = events
+            .send(Event::Join {
+                id,
+                request,
+                reply: reply_tx,
+            })
+            .await;
         drop(rooms);
-        Member {
-            id,
-            room: events,
-            left: false,
+        match reply.recv().await {
+            Ok(Ok(())) => Ok(Member {
+                id,
+                room: events,
+                left: false,
+            }),
+            Ok(Err(error)) => Err(error),
+            // The room stopped without answering: only at shutdown.
+            Err(_) => Err(JoinError::NameTaken),
         }
+    }
+
+    /// Running rooms and how many people are in each, by name.
+    pub async fn list(&self) -> Vec<(String, usize)> {
+        let rooms = self.shared.rooms.lock().await;
+        let mut list: Vec<(String, usize)> = rooms
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.people.load(Ordering::Relaxed)))
+            .filter(|(_, people)| *people > 0)
+            .collect();
+        list.sort();
+        list
     }
 }
 
@@ -143,6 +223,7 @@ impl Drop for Member {
 /// A member as the room sees it.
 struct Seat {
     name: String,
+    person: u64,
     outbox: Outbox,
 }
 
@@ -154,7 +235,8 @@ enum Delivery {
     /// Presence (join/leave): skipped for a member whose queue is over half full, keeping the
     /// rest of its queue for messages. A burst of joins (a whole floor reconnecting after a
     /// restart, each join announced to everyone) would otherwise drop clients that are merely
-    /// busy.
+    /// busy. Each presence frame carries the whole member list, so the next one makes up for
+    /// a skipped one.
     Spare,
 }
 
@@ -162,60 +244,167 @@ enum Delivery {
 struct Room {
     name: String,
     members: HashMap<ClientId, Seat>,
-    /// The id of the last message; the next one gets `last_id + 1`.
-    last_id: u64,
+    /// The newest messages and the last id.
+    history: Ring,
+    /// Some member's queue was over half full after the last broadcast.
+    pressed: bool,
+    /// Where the room publishes its head count for `/rooms`.
+    people: Arc<AtomicUsize>,
     shared: Arc<Shared>,
 }
 
 impl Room {
-    fn new(name: String, shared: Arc<Shared>) -> Self {
+    fn new(name: String, shared: Arc<Shared>, people: Arc<AtomicUsize>) -> Self {
+        let history = Room::recall(&name, &shared);
         Room {
             name,
             members: HashMap::new(),
-            last_id: 0,
+            history,
+            pressed: false,
+            people,
             shared,
         }
     }
 
+    /// The room's history from before: kept in memory, or read from the store.
+    fn recall(name: &str, shared: &Shared) -> Ring {
+        let dormant = shared.dormant.lock().expect("dormant lock").0.remove(name);
+        if let Some(ring) = dormant {
+            return ring;
+        }
+        let entries: Vec<Entry> = match &shared.store {
+            Some(store) => store.load(name).unwrap_or_else(|e| {
+                log::error!("room {name}: history not loaded: {e}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        Ring::from_entries(shared.history, entries)
+    }
+
     /// The room's loop: the only code that touches its members.
     async fn run(mut self, inbox: Receiver<Event>) {
-        log::debug!("room {}: started", self.name);
+        log::debug!(
+            "room {}: started at id {}",
+            self.name,
+            self.history.last_id()
+        );
         while let Ok(event) = inbox.recv().await {
             match event {
-                Event::Join { id, name, outbox } => self.join(id, name, outbox),
+                Event::Join { id, request, reply } => {
+                    let _ = reply.try_send(self.join(id, request));
+                }
                 Event::Leave { id } => self.leave(id),
                 Event::Forward { id, text } => self.forward(id, text),
             }
             if self.members.is_empty() && self.try_end(&inbox).await {
                 break;
             }
+            if self.pressed {
+                // Queues are filling: let the writers run before the next event. Without this a
+                // burst (500 browsers reconnecting, each join announced to all) is handled in one
+                // go and fills queues of clients that are not slow at all, only not yet scheduled.
+                smol::future::yield_now().await;
+            }
         }
         log::debug!("room {}: ended", self.name);
     }
 
-    /// Removes the room from the registry unless a join is waiting.
-    async fn try_end(&self, inbox: &Receiver<Event>) -> bool {
+    /// Removes the room from the registry unless a join is waiting; leaves the history behind.
+    async fn try_end(&mut self, inbox: &Receiver<Event>) -> bool {
         let mut rooms = self.shared.rooms.lock().await;
         if !inbox.is_empty() {
             return false;
         }
         rooms.remove(&self.name);
         self.shared.stats.room_closed();
+        if self.shared.store.is_none() && self.history.last_id() > 0 {
+            let history = std::mem::replace(&mut self.history, Ring::new(0));
+            let mut dormant = self.shared.dormant.lock().expect("dormant lock");
+            let (rooms, ended) = &mut *dormant;
+            *ended += 1;
+            rooms.insert(self.name.clone(), history);
+            if rooms.len() > DORMANT_ROOMS {
+                // Forget the room with the least history: the cheapest loss.
+                if let Some(smallest) = rooms
+                    .iter()
+                    .min_by_key(|(_, ring)| ring.last_id())
+                    .map(|(n, _)| n.clone())
+                {
+                    rooms.remove(&smallest);
+                }
+            }
+        }
         true
     }
 
-    fn join(&mut self, id: ClientId, name: String, outbox: Outbox) {
+    /// Everyone's names, sorted, each once.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .members
+            .values()
+            .map(|seat| seat.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn join(&mut self, id: ClientId, request: JoinRequest) -> Result<(), JoinError> {
+        let JoinRequest {
+            name,
+            person,
+            since,
+            outbox,
+            ..
+        } = request;
+        let folded = name.to_lowercase();
+        let taken = self
+            .members
+            .values()
+            .any(|seat| seat.person != person && seat.name.to_lowercase() == folded);
+        if taken {
+            log::info!("room {}: refused {name}: the name is taken", self.name);
+            return Err(JoinError::NameTaken);
+        }
         self.shared.tracer.trace("New client joined");
         log::debug!("room {}: {name} joined", self.name);
+        self.members.insert(
+            id,
+            Seat {
+                name,
+                person,
+                outbox,
+            },
+        );
+        let members = self.names();
+        self.people.store(members.len(), Ordering::Relaxed);
+
+        let seat = &self.members[&id];
+        let replay = self.history.since(since);
+        let welcome = Outbound::Welcome {
+            room: &self.name,
+            name: &seat.name,
+            last_id: self.history.last_id(),
+            complete: replay.complete,
+            members: &members,
+        }
+        .encode();
+        // The queue has room for the whole history on top of its live share (see client.rs).
+        for frame in std::iter::once(&welcome).chain(replay.entries.iter().map(|e| &e.frame)) {
+            let _ = seat.outbox.frames.try_send(frame.clone());
+        }
+
         let when = timestamp(SystemTime::now());
         let frame = Outbound::Join {
             room: &self.name,
-            name: &name,
+            name: &seat.name,
             when: &when,
+            members: &members,
         }
         .encode();
-        self.members.insert(id, Seat { name, outbox });
         self.broadcast(frame, Delivery::Spare);
+        Ok(())
     }
 
     fn leave(&mut self, id: ClientId) {
@@ -231,16 +420,23 @@ impl Room {
         self.shared
             .tracer
             .trace(format_args!("Message received: {text}"));
-        self.last_id += 1;
+        let id = self.history.last_id() + 1;
         let when = timestamp(SystemTime::now());
         let frame = Outbound::Message {
-            id: self.last_id,
+            id,
             room: &self.name,
             name: &seat.name,
             text: &text,
             when: &when,
         }
         .encode();
+        if let Some(store) = &self.shared.store {
+            store.append(&self.name, &frame);
+        }
+        self.history.push(Entry {
+            id,
+            frame: frame.clone(),
+        });
         self.shared.stats.message();
         self.broadcast(frame, Delivery::Every);
     }
@@ -256,11 +452,14 @@ impl Room {
         while let Some(name) = departed.pop() {
             self.shared.tracer.trace("Client left");
             log::debug!("room {}: {name} left", self.name);
+            let members = self.names();
+            self.people.store(members.len(), Ordering::Relaxed);
             let when = timestamp(SystemTime::now());
             let frame = Outbound::Leave {
                 room: &self.name,
                 name: &name,
                 when: &when,
+                members: &members,
             }
             .encode();
             departed.extend(self.offer(&frame, Delivery::Spare));
@@ -270,12 +469,13 @@ impl Room {
     /// `try_send`s a clone of `frame` to every member; returns the names of those removed.
     fn offer(&mut self, frame: &Encoded, delivery: Delivery) -> Vec<String> {
         let mut departed = Vec::new();
+        let mut pressed = false;
         let (room, stats) = (&self.name, &self.shared.stats);
         self.members.retain(|_, seat| {
             let queue = &seat.outbox.frames;
-            if delivery == Delivery::Spare
-                && queue.len() * 2 >= queue.capacity().unwrap_or(usize::MAX)
-            {
+            let over_half = queue.len() * 2 >= queue.capacity().unwrap_or(usize::MAX);
+            pressed |= over_half;
+            if delivery == Delivery::Spare && over_half {
                 return true;
             }
             match queue.try_send(frame.clone()) {
@@ -298,6 +498,7 @@ impl Room {
                 }
             }
         });
+        self.pressed = pressed;
         departed
     }
 }
@@ -315,11 +516,25 @@ mod tests {
 
     fn registry(executor: &Arc<Executor<'static>>) -> (Registry, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
-        let registry = Registry::new(executor.clone(), stats.clone(), Arc::new(Tracer::off()));
+        let tracer = Arc::new(Tracer::off());
+        let registry = Registry::new(executor.clone(), stats.clone(), tracer, 10, None);
         (registry, stats)
     }
 
-    async fn join(registry: &Registry, room: &str, name: &str, queue: usize) -> TestClient {
+    /// A new person id per call, unless a test says otherwise.
+    fn someone() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1000);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn try_join(
+        registry: &Registry,
+        room: &str,
+        name: &str,
+        person: u64,
+        since: Option<u64>,
+        queue: usize,
+    ) -> Result<TestClient, JoinError> {
         let (tx, frames) = async_channel::bounded(queue);
         let kicked = Arc::new(AtomicBool::new(false));
         let flag = kicked.clone();
@@ -327,12 +542,28 @@ mod tests {
             frames: tx,
             kick: Box::new(move || flag.store(true, Ordering::SeqCst)),
         };
-        let member = registry.join(room, name.to_owned(), outbox).await;
-        TestClient {
+        let request = JoinRequest {
+            room: room.to_owned(),
+            name: name.to_owned(),
+            person,
+            since,
+            outbox,
+        };
+        let member = registry.join(request).await?;
+        Ok(TestClient {
             member,
             frames,
             kicked,
-        }
+        })
+    }
+
+    /// Joins as a new person and reads the welcome.
+    async fn join(registry: &Registry, room: &str, name: &str, queue: usize) -> TestClient {
+        let client = try_join(registry, room, name, someone(), None, queue)
+            .await
+            .unwrap();
+        assert_eq!(next_json(&client).await["type"], "welcome");
+        client
     }
 
     async fn next_json(client: &TestClient) -> serde_json::Value {
@@ -475,6 +706,113 @@ mod tests {
             let again = join(&registry, "lobby", "ann", 8).await;
             assert_eq!(next_json(&again).await["type"], "join");
             assert_eq!(stats.snapshot().rooms, 1);
+        });
+    }
+
+    #[test]
+    fn newcomers_get_the_history_and_reconnects_exactly_what_they_missed() {
+        with_executor(|ex| async move {
+            let (registry, _) = registry(&ex);
+            let ann = join(&registry, "lobby", "ann", 64).await;
+            for n in 1..=3 {
+                ann.member.say(format!("m{n}")).await;
+            }
+            let bob = try_join(&registry, "lobby", "bob", someone(), None, 64)
+                .await
+                .unwrap();
+            let welcome = next_json(&bob).await;
+            assert_eq!(welcome["type"], "welcome");
+            assert_eq!(
+                (welcome["last_id"].as_u64(), welcome["complete"].as_bool()),
+                (Some(3), Some(true))
+            );
+            assert_eq!(welcome["members"], serde_json::json!(["ann", "bob"]));
+            for n in 1..=3 {
+                assert_eq!(next_json(&bob).await["id"], n);
+            }
+            let join = next_json(&bob).await;
+            assert_eq!(
+                (
+                    join["type"].as_str(),
+                    join["members"].as_array().map(Vec::len)
+                ),
+                (Some("join"), Some(2))
+            );
+
+            let carl = try_join(&registry, "lobby", "carl", someone(), Some(2), 64)
+                .await
+                .unwrap();
+            assert_eq!(next_json(&carl).await["complete"], true);
+            assert_eq!(next_json(&carl).await["text"], "m3");
+            assert_eq!(next_json(&carl).await["type"], "join");
+        });
+    }
+
+    #[test]
+    fn a_reconnect_beyond_the_history_is_told_so() {
+        with_executor(|ex| async move {
+            let (registry, _) = registry(&ex); // keeps 10
+            let ann = join(&registry, "lobby", "ann", 64).await;
+            for n in 1..=15 {
+                ann.member.say(format!("m{n}")).await;
+            }
+            let late = try_join(&registry, "lobby", "late", someone(), Some(2), 64)
+                .await
+                .unwrap();
+            let welcome = next_json(&late).await;
+            assert_eq!(
+                (welcome["last_id"].as_u64(), welcome["complete"].as_bool()),
+                (Some(15), Some(false))
+            );
+            assert_eq!(
+                next_json(&late).await["id"],
+                6,
+                "the oldest kept message comes first"
+            );
+        });
+    }
+
+    #[test]
+    fn a_name_is_one_persons_in_a_room() {
+        with_executor(|ex| async move {
+            let (registry, _) = registry(&ex);
+            let ann = try_join(&registry, "lobby", "Ann", 1, None, 8)
+                .await
+                .unwrap();
+            let other = try_join(&registry, "lobby", "ANN", 2, None, 8).await;
+            assert_eq!(other.err(), Some(JoinError::NameTaken));
+            // The same person in a second tab may.
+            let second_tab = try_join(&registry, "lobby", "Ann", 1, None, 8).await;
+            assert!(second_tab.is_ok());
+            // Elsewhere the name is free.
+            assert!(try_join(&registry, "kitchen", "Ann", 2, None, 8)
+                .await
+                .is_ok());
+            drop(ann);
+        });
+    }
+
+    #[test]
+    fn an_emptied_room_keeps_its_history_and_ids() {
+        with_executor(|ex| async move {
+            let (registry, stats) = registry(&ex);
+            let ann = join(&registry, "lobby", "ann", 8).await;
+            ann.member.say("before".into()).await;
+            let frames = ann.frames.clone();
+            ann.member.leave().await;
+            while frames.recv().await.is_ok() {}
+            // Wait for the room task to be gone, through its published count.
+            while stats.snapshot().rooms != 0 {
+                smol::future::yield_now().await;
+            }
+            let bob = try_join(&registry, "lobby", "bob", someone(), None, 8)
+                .await
+                .unwrap();
+            assert_eq!(next_json(&bob).await["last_id"], 1);
+            assert_eq!(next_json(&bob).await["text"], "before");
+            next_json(&bob).await; // own join
+            bob.member.say("after".into()).await;
+            assert_eq!(next_json(&bob).await["id"], 2);
         });
     }
 

@@ -6,7 +6,9 @@
 //! `--threads` named threads.
 
 use crate::config::Config;
+use crate::history::Store;
 use crate::room::Registry;
+use crate::session::{self, Sessions};
 use crate::stats::{Snapshot, Stats};
 use crate::trace::Tracer;
 use crate::{client, http, shutdown, web};
@@ -34,15 +36,28 @@ pub struct Server {
     /// Closing it ends the executor threads.
     stop_threads: async_channel::Sender<()>,
     threads: Vec<JoinHandle<()>>,
+    /// The history store, closed (flushed) last.
+    store: Option<Arc<Store>>,
 }
 
 impl Server {
-    /// Serves `listener` with `config` until [`Server::shutdown`].
+    /// Serves `listener` with `config` until [`Server::shutdown`]. Fails if the data
+    /// directory or the session key cannot be used.
     pub fn start(listener: std::net::TcpListener, config: &Config) -> io::Result<Server> {
         let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let store = match &config.data_dir {
+            Some(dir) => Some(Arc::new(Store::open(dir, config.history, stats.clone())?)),
+            None => None,
+        };
+        let secret = match (&config.secret_file, &config.data_dir) {
+            (Some(file), _) => session::load_or_create_secret(file)?,
+            (None, Some(dir)) => session::load_or_create_secret(&dir.join("secret.key"))?,
+            (None, None) => session::new_secret(),
+        };
+        let sessions = Arc::new(Sessions::new(&secret, config.passcode.as_deref()));
         let listener = TcpListener::try_from(listener)?;
         let executor = Arc::new(Executor::new());
-        let stats = Arc::new(Stats::default());
         let tracer = Arc::new(if config.trace {
             Tracer::new(io::stdout())
         } else {
@@ -53,10 +68,17 @@ impl Server {
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
         let state = web::State {
-            registry: Registry::new(executor.clone(), stats.clone(), tracer),
+            registry: Registry::new(
+                executor.clone(),
+                stats.clone(),
+                tracer,
+                config.history,
+                store.clone(),
+            ),
             stats: stats.clone(),
             limits: client::Limits {
                 queue: config.queue.get(),
+                history: config.history,
                 max_message_bytes: config.max_message_bytes.get(),
                 ping_interval: config.ping_interval,
                 pong_wait: config.pong_wait,
@@ -66,6 +88,9 @@ impl Server {
             executor: executor.clone(),
             shutdown: signal.clone(),
             alive: alive_tx,
+            sessions,
+            passcode: config.passcode.as_deref().map(Arc::from),
+            login_failures: Default::default(),
         };
         executor
             .spawn(accept(
@@ -102,6 +127,7 @@ impl Server {
             alive,
             stop_threads,
             threads,
+            store,
         })
     }
 
@@ -135,6 +161,9 @@ impl Server {
         for thread in self.threads.drain(..) {
             // A thread that panicked already printed why; shutdown goes on.
             let _ = thread.join();
+        }
+        if let Some(store) = &self.store {
+            store.close();
         }
         clean
     }

@@ -10,6 +10,7 @@ pub struct Stats {
     connections: AtomicU64,
     messages: AtomicU64,
     dropped: AtomicU64,
+    disk_bytes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub messages: u64,
     /// Clients dropped for being too slow since start.
     pub dropped: u64,
+    /// Bytes of history written to disk since start.
+    pub disk_bytes: u64,
 }
 
 impl Stats {
@@ -53,6 +56,10 @@ impl Stats {
     pub fn dropped(&self) {
         self.dropped.fetch_add(1, Relaxed);
     }
+    /// History bytes reached the disk.
+    pub fn disk_written(&self, bytes: u64) {
+        self.disk_bytes.fetch_add(bytes, Relaxed);
+    }
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -60,6 +67,7 @@ impl Stats {
             connections: self.connections.load(Relaxed),
             messages: self.messages.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            disk_bytes: self.disk_bytes.load(Relaxed),
         }
     }
 }

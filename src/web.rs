@@ -2,25 +2,34 @@
 //! WebSocket upgrade. This is the only file that imports tide; the upgrade hands a raw
 //! connection to [`crate::client`], which speaks WebSocket from then on.
 //!
-//! | route           | answer                                                        |
-//! |-----------------|---------------------------------------------------------------|
-//! | `GET /`         | the chat page for room `lobby`                                |
-//! | `GET /r/:room`  | the chat page for `room`                                      |
-//! | `GET /ws/:room` | WebSocket upgrade into `room` (`?name=` sets the display name) |
-//! | `GET /assets/*` | the page's JS, CSS and icon, compiled into the binary         |
-//! | `GET /healthz`  | JSON counters                                                 |
+//! | route            | answer                                                          |
+//! |------------------|-----------------------------------------------------------------|
+//! | `GET /`          | the chat page for room `lobby` (the sign-in page first)         |
+//! | `GET /r/:room`   | the chat page for `room`                                        |
+//! | `GET /login`     | the sign-in page: a name, and the passcode if one is set        |
+//! | `POST /login`    | signs in: sets the session cookie, back to the room             |
+//! | `POST /logout`   | signs out                                                       |
+//! | `GET /ws/:room`  | WebSocket upgrade into `room` (`?since=` id to catch up from)   |
+//! | `GET /rooms`     | JSON: rooms with people in them                                 |
+//! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
+//! | `GET /healthz`   | JSON counters                                                   |
 
 use crate::client::{self, Client, Limits};
 use crate::message::{display_name, valid_room, ANONYMOUS, DEFAULT_ROOM};
 use crate::room::Registry;
+use crate::session::{Session, Sessions};
 use crate::shutdown;
 use crate::stats::Stats;
 use askama::Template;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
+use serde::Deserialize;
 use smol::Executor;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tide::http::mime;
 use tide::{Request, Response, StatusCode};
 
@@ -43,7 +52,27 @@ pub struct State {
     pub shutdown: shutdown::Signal,
     /// Held by each client task, so the server can wait for every client to finish.
     pub alive: async_channel::Sender<()>,
+    /// Signs and checks session cookies.
+    pub sessions: Arc<Sessions>,
+    /// The passcode, if the chat needs one.
+    pub passcode: Option<Arc<str>>,
+    /// Wrong passcodes per address, for rate limiting.
+    pub login_failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
 }
+
+/// Wrong passcodes from one address within the current window.
+#[derive(Debug, Clone, Copy)]
+pub struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+/// Wrong passcodes allowed per address per [`FAILURE_WINDOW`] before it must wait.
+const FAILURES_ALLOWED: u32 = 5;
+/// The rate-limit window for wrong passcodes.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered for rate limiting before expired ones are swept out.
+const FAILURE_TABLE: usize = 4096;
 
 /// The page, rendered per request with the host the browser used.
 #[derive(Template)]
@@ -51,7 +80,28 @@ pub struct State {
 struct ChatPage<'a> {
     host: &'a str,
     room: &'a str,
+    name: &'a str,
+}
+
+/// The sign-in page.
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    name: &'a str,
+    next: &'a str,
+    needs_passcode: bool,
+    error: Option<&'a str>,
     version: &'a str,
+}
+
+/// What the sign-in form posts.
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    #[serde(default)]
+    passcode: String,
+    #[serde(default)]
+    next: String,
 }
 
 /// An asset compiled into the binary, with a validator computed at compile time.
@@ -113,6 +163,9 @@ fn app(state: State) -> tide::Server<State> {
     app.at("/r/:room")
         .get(|req: Request<State>| async move { page(&req, req.param("room")?) });
     app.at("/ws/:room").get(upgrade);
+    app.at("/login").get(login_page).post(login);
+    app.at("/logout").post(logout);
+    app.at("/rooms").get(rooms);
     app.at("/assets/chat.js")
         .get(|req| async move { asset(&req, &CHAT_JS) });
     app.at("/assets/chat.css")
@@ -138,16 +191,211 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
             "missing or malformed Host header",
         ));
     };
+    let Some(session) = session(req) else {
+        // First visit (or a cookie that does not check out): ask for a name here.
+        return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
+    };
     let html = ChatPage {
         host,
         room,
-        version: env!("CARGO_PKG_VERSION"),
+        name: &session.name,
     }
     .render()?;
-    let mut res = Response::new(StatusCode::Ok);
+    Ok(html_response(StatusCode::Ok, html))
+}
+
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut res = Response::new(status);
     res.set_body(html);
     res.set_content_type(mime::HTML);
     res.insert_header("Content-Security-Policy", CONTENT_SECURITY_POLICY);
+    res.insert_header("Cache-Control", "no-store");
+    res
+}
+
+/// The request's session, if its cookie is there and genuine.
+fn session(req: &Request<State>) -> Option<Session> {
+    let header = req.header("Cookie")?;
+    header
+        .iter()
+        .find_map(|value| req.state().sessions.verify(value.as_str()))
+}
+
+/// Where to go after signing in: the page asked for, if it is one of ours.
+fn safe_next(next: &str) -> &str {
+    match next.strip_prefix("/r/") {
+        Some(room) if valid_room(room) => next,
+        _ => "/",
+    }
+}
+
+fn login_form(
+    state: &State,
+    name: &str,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> tide::Result {
+    let html = LoginPage {
+        name,
+        next: safe_next(next),
+        needs_passcode: state.passcode.is_some(),
+        error,
+        version: env!("CARGO_PKG_VERSION"),
+    }
+    .render()?;
+    Ok(html_response(status, html))
+}
+
+async fn login_page(req: Request<State>) -> tide::Result {
+    let next = query(&req, "next").unwrap_or_default();
+    let name = session(&req).map(|s| s.name).unwrap_or_default();
+    login_form(req.state(), &name, &next, None, StatusCode::Ok)
+}
+
+/// Checks the form (name, passcode with its rate limit), then sets the cookie and redirects.
+async fn login(mut req: Request<State>) -> tide::Result {
+    let form: LoginForm = match req.body_form().await {
+        Ok(form) => form,
+        Err(_) => return Ok(plain(StatusCode::BadRequest, "expected a sign-in form")),
+    };
+    let state = req.state().clone();
+    let ip = req
+        .peer_addr()
+        .and_then(|peer| peer.parse::<std::net::SocketAddr>().ok())
+        .map(|peer| peer.ip());
+    let name = match display_name(&form.name) {
+        Ok(name) => name.to_owned(),
+        Err(why) => {
+            return login_form(
+                &state,
+                &form.name,
+                &form.next,
+                Some(why),
+                StatusCode::BadRequest,
+            )
+        }
+    };
+    if let Some(passcode) = &state.passcode {
+        if let Some(wait) = ip.and_then(|ip| locked_out(&state, ip)) {
+            let why = format!(
+                "Too many wrong passcodes. Try again in {} s.",
+                wait.as_secs().max(1)
+            );
+            let mut res = login_form(
+                &state,
+                &name,
+                &form.next,
+                Some(&why),
+                StatusCode::TooManyRequests,
+            )?;
+            res.insert_header("Retry-After", wait.as_secs().max(1).to_string());
+            return Ok(res);
+        }
+        if !same_secret(form.passcode.trim(), passcode) {
+            if let Some(ip) = ip {
+                count_failure(&state, ip);
+            }
+            log::warn!("{}: wrong passcode", req.peer_addr().unwrap_or("unknown"));
+            return login_form(
+                &state,
+                &name,
+                &form.next,
+                Some("Wrong passcode."),
+                StatusCode::Unauthorized,
+            );
+        }
+        if let Some(ip) = ip {
+            state
+                .login_failures
+                .lock()
+                .expect("failures lock")
+                .remove(&ip);
+        }
+    }
+    // The same browser keeps its person id when it changes its name.
+    let person = session(&req).map_or_else(random_person, |s| s.person);
+    let cookie = state.sessions.issue(&Session { person, name });
+    let mut res = Response::new(StatusCode::SeeOther);
+    res.insert_header("Location", safe_next(&form.next));
+    res.insert_header("Set-Cookie", cookie);
+    Ok(res)
+}
+
+async fn logout(req: Request<State>) -> tide::Result {
+    let mut res = Response::new(StatusCode::SeeOther);
+    res.insert_header("Location", "/login");
+    res.insert_header("Set-Cookie", req.state().sessions.clear());
+    Ok(res)
+}
+
+/// How long `ip` must still wait, if it has used up its wrong passcodes.
+fn locked_out(state: &State, ip: IpAddr) -> Option<Duration> {
+    let failures = state.login_failures.lock().expect("failures lock");
+    let entry = failures.get(&ip)?;
+    let elapsed = entry.since.elapsed();
+    (entry.count >= FAILURES_ALLOWED && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
+}
+
+fn count_failure(state: &State, ip: IpAddr) {
+    let mut failures = state.login_failures.lock().expect("failures lock");
+    if failures.len() >= FAILURE_TABLE {
+        failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+    }
+    let now = Instant::now();
+    let entry = failures.entry(ip).or_insert(Failures {
+        count: 0,
+        since: now,
+    });
+    if entry.since.elapsed() >= FAILURE_WINDOW {
+        *entry = Failures {
+            count: 0,
+            since: now,
+        };
+    }
+    entry.count += 1;
+}
+
+/// Compares without an early exit, so timing tells nothing about how much of a guess was right.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut difference = given.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
+/// A fresh person id from the operating system's random source.
+fn random_person() -> u64 {
+    let bytes = crate::session::new_secret();
+    u64::from_le_bytes(bytes[..8].try_into().expect("64 bytes of secret"))
+}
+
+/// One query parameter, decoded.
+fn query(req: &Request<State>, key: &str) -> Option<String> {
+    req.url()
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn rooms(req: Request<State>) -> tide::Result {
+    #[derive(serde::Serialize)]
+    struct RoomInfo {
+        room: String,
+        people: usize,
+    }
+    let list: Vec<RoomInfo> = req
+        .state()
+        .registry
+        .list()
+        .await
+        .into_iter()
+        .map(|(room, people)| RoomInfo { room, people })
+        .collect();
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_json(&list)?);
     res.insert_header("Cache-Control", "no-store");
     Ok(res)
 }
@@ -199,12 +447,25 @@ async fn upgrade(req: Request<State>) -> tide::Result {
             "cross-origin WebSocket refused",
         ));
     }
-    let name = match req.url().query_pairs().find(|(k, _)| k == "name") {
-        None => ANONYMOUS.to_owned(),
-        Some((_, raw)) => match display_name(&raw) {
-            Ok(name) => name.to_owned(),
-            Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
+    let (name, person) = match session(&req) {
+        Some(session) => (session.name, session.person),
+        None if state.passcode.is_some() => {
+            return Ok(plain(StatusCode::Unauthorized, "sign in first"));
+        }
+        // Without a passcode, non-browser clients may name themselves (each connection is its
+        // own person, so two of them cannot share a name in a room).
+        None => match query(&req, "name") {
+            None => (ANONYMOUS.to_owned(), random_person()),
+            Some(raw) => match display_name(&raw) {
+                Ok(name) => (name.to_owned(), random_person()),
+                Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
+            },
         },
+    };
+    let since = match query(&req, "since").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Ok(plain(StatusCode::BadRequest, "since must be a message id")),
     };
     if state.shutdown.fired() {
         return Ok(plain(
@@ -236,6 +497,8 @@ async fn upgrade(req: Request<State>) -> tide::Result {
         peer,
         room: room.to_owned(),
         name,
+        person,
+        since,
     };
     let state = state.clone();
     let executor = state.executor.clone();

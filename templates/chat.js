@@ -1,18 +1,22 @@
 // smolchat page: connects to this room's WebSocket, renders what arrives as text (never HTML),
-// sends what you type, and reconnects with backoff when the connection drops.
+// sends what you type, and reconnects with backoff when the connection drops, asking for the
+// messages it missed (by id) so that each message shows exactly once, in order.
 "use strict";
 
 (() => {
   const body = document.body;
   const room = body.dataset.room;
   const host = body.dataset.host; // injected by the server from the request's Host header
+  const myName = body.dataset.name;
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   const $ = (id) => document.getElementById(id);
   const list = $("messages"), text = $("text"), send = $("send"), status = $("status");
-  const NAME_KEY = "smolchat.name";
+  const NAME_TAKEN = 4409; // close code: somebody else has this name in the room
 
   let socket = null;
-  let retryDelay = 500;          // doubles per failed attempt, up to MAX_RETRY_DELAY
+  let lastId = 0;              // newest message shown; reconnects ask for what came after
+  let retryDelay = 500;        // doubles per failed attempt, up to MAX_RETRY_DELAY
+  let retryTimer = null;
   const MAX_RETRY_DELAY = 15000;
   let unread = 0;
   const baseTitle = document.title;
@@ -23,7 +27,7 @@
     for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
     const el = document.createElement("span");
     el.className = "avatar";
-    el.style.background = `hsl(${hash % 360} 45% 40%)`;
+    el.style.background = `hsl(${hash % 360} 45% 38%)`;
     const words = name.trim().split(/\s+/);
     const initials = words.length > 1 ? [...words[0]][0] + [...words[1]][0] : [...name].slice(0, 2).join("");
     el.textContent = initials.toUpperCase();
@@ -46,7 +50,7 @@
   function showMessage(m) {
     stickToBottom(() => {
       const li = document.createElement("li");
-      li.className = "msg" + (m.name === myName() ? " mine" : "");
+      li.className = "msg" + (m.name === myName ? " mine" : "");
       li.dataset.id = m.id;
       const meta = document.createElement("div");
       meta.className = "meta";
@@ -69,13 +73,48 @@
     }
   }
 
-  function showEvent(words) {
+  function showEvent(words, kind) {
     stickToBottom(() => {
       const li = document.createElement("li");
-      li.className = "event";
+      li.className = "event" + (kind ? " " + kind : "");
       li.textContent = words;
       list.append(li);
     });
+  }
+
+  function showPeople(members) {
+    const people = $("people");
+    people.replaceChildren(...members.map((name) => {
+      const li = document.createElement("li");
+      const label = document.createElement("span");
+      label.textContent = name === myName ? `${name} (you)` : name;
+      li.append(avatar(name), label);
+      return li;
+    }));
+    $("people-count").textContent = `(${members.length})`;
+    $("people-toggle").textContent = `People (${members.length})`;
+  }
+
+  async function showRooms() {
+    let rooms = [];
+    try {
+      const res = await fetch("/rooms", { cache: "no-store" });
+      if (res.ok) rooms = await res.json();
+    } catch { /* offline: keep the last list */ return; }
+    if (!rooms.some((r) => r.room === room)) rooms.push({ room, people: 0 });
+    rooms.sort((a, b) => a.room.localeCompare(b.room));
+    $("rooms").replaceChildren(...rooms.map((r) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = r.room === "lobby" ? "/" : `/r/${r.room}`;
+      a.textContent = `#${r.room}`;
+      if (r.room === room) a.className = "current";
+      const count = document.createElement("span");
+      count.className = "hint";
+      count.textContent = r.people ? String(r.people) : "";
+      li.append(a, count);
+      return li;
+    }));
   }
 
   function setStatus(state, words) {
@@ -86,32 +125,56 @@
     send.disabled = !online;
   }
 
-  function myName() {
-    return localStorage.getItem(NAME_KEY) || "";
+  function scheduleReconnect() {
+    clearTimeout(retryTimer);
+    // Jitter spreads a room's reconnects after a server restart.
+    const delay = retryDelay * (0.75 + Math.random() / 2);
+    retryTimer = setTimeout(connect, delay);
+    retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY);
   }
 
   function connect() {
-    const url = `${scheme}${host}/ws/${encodeURIComponent(room)}?name=${encodeURIComponent(myName())}`;
-    setStatus("connecting", "connecting…");
-    socket = new WebSocket(url);
-    socket.onopen = () => {
+    clearTimeout(retryTimer);
+    const since = lastId > 0 ? `?since=${lastId}` : "";
+    setStatus("connecting", lastId > 0 ? "reconnecting…" : "connecting…");
+    const ws = new WebSocket(`${scheme}${host}/ws/${encodeURIComponent(room)}${since}`);
+    socket = ws;
+    let caughtUp = lastId;
+    ws.onopen = () => {
       retryDelay = 500;
       setStatus("online", "online");
-      text.focus();
+      if (document.activeElement === body) text.focus();
     };
-    socket.onmessage = (event) => {
+    ws.onmessage = (event) => {
       let m;
       try { m = JSON.parse(event.data); } catch { return; }
-      if (m.type === "message") showMessage(m);
-      else if (m.type === "join") showEvent(`${m.name} joined · ${localTime(m.when)}`);
-      else if (m.type === "leave") showEvent(`${m.name} left · ${localTime(m.when)}`);
+      if (m.type === "message") {
+        if (m.id > lastId) { // replayed history may overlap what is on screen
+          lastId = m.id;
+          showMessage(m);
+        }
+      } else if (m.type === "welcome") {
+        showPeople(m.members);
+        if (caughtUp > 0 && !m.complete) {
+          showEvent("Some messages were sent while you were away and are no longer kept.", "warn");
+        }
+      } else if (m.type === "join" || m.type === "leave") {
+        showPeople(m.members);
+        if (m.name !== myName) showEvent(`${m.name} ${m.type === "join" ? "joined" : "left"} · ${localTime(m.when)}`);
+        showRooms();
+      }
     };
-    socket.onclose = (event) => {
+    ws.onclose = (event) => {
+      if (socket !== ws) return;
       socket = null;
+      if (event.code === NAME_TAKEN) {
+        setStatus("offline", "name taken");
+        showEvent(`Somebody else is "${myName}" in this room right now. Choose another name (top right, or the People panel).`, "warn");
+        return; // retrying would only be refused again
+      }
       const why = event.reason ? ` (${event.reason})` : "";
       setStatus("offline", `offline${why}, retrying…`);
-      setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY);
+      scheduleReconnect();
     };
   }
 
@@ -140,7 +203,11 @@
   $("room-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const next = $("room-input").value.trim().toLowerCase();
-    if (/^[a-z0-9_-]{1,32}$/.test(next)) location.href = `/r/${next}`;
+    if (/^[a-z0-9_-]{1,32}$/.test(next)) location.href = next === "lobby" ? "/" : `/r/${next}`;
+  });
+  $("people-toggle").addEventListener("click", () => {
+    const open = $("side").classList.toggle("open");
+    $("people-toggle").setAttribute("aria-expanded", String(open));
   });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) {
@@ -148,29 +215,10 @@
       document.title = baseTitle;
     }
   });
+  // Back on the network: try at once instead of waiting out the backoff.
+  window.addEventListener("online", () => { if (!socket) { retryDelay = 500; connect(); } });
 
-  const dialog = $("name-dialog");
-  const who = $("who");
-  function askName() {
-    $("name-input").value = myName();
-    dialog.showModal();
-  }
-  $("name-form").addEventListener("submit", () => {
-    const name = $("name-input").value.trim();
-    if (!name) return;
-    const changed = name !== myName();
-    localStorage.setItem(NAME_KEY, name);
-    who.textContent = name;
-    if (!socket && !changed) return;
-    if (socket) socket.close(1000, "changing name"); // onclose reconnects with the new name
-    else connect();
-  });
-  who.addEventListener("click", askName);
-
-  if (myName()) {
-    who.textContent = myName();
-    connect();
-  } else {
-    askName();
-  }
+  connect();
+  showRooms();
+  setInterval(showRooms, 15000);
 })();

@@ -44,7 +44,14 @@ impl Process {
     /// Starts the binary on 127.0.0.1:0 and reads the address from its "listening" log line.
     fn start(extra: &[&str]) -> Process {
         let mut child = smolchat()
-            .args(["--addr", "127.0.0.1:0", "--threads", "2"])
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--threads",
+                "2",
+                "--data-dir",
+                "none",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -33,9 +33,10 @@ fn external_urls(text: &str) -> Vec<String> {
 fn the_page_has_the_host_injected_and_refers_to_no_other_host() {
     let server = start(config());
     smol::block_on(async {
+        let cookie = sign_in(server.addr, "Ann", "").await;
         let page = raw_request(
             server.addr,
-            "GET / HTTP/1.1\r\nHost: chatbox.local:8080\r\nConnection: close\r\n\r\n",
+            &format!("GET / HTTP/1.1\r\nHost: chatbox.local:8080\r\n{cookie}\r\nConnection: close\r\n\r\n"),
         )
         .await;
         assert_eq!(page.status, 200);
@@ -85,7 +86,8 @@ fn the_page_has_the_host_injected_and_refers_to_no_other_host() {
 fn room_pages_and_their_names() {
     let server = start(config());
     smol::block_on(async {
-        let page = get(server.addr, "/r/book-club_2", &[]).await;
+        let cookie = sign_in(server.addr, "Ann", "").await;
+        let page = get(server.addr, "/r/book-club_2", &[&cookie]).await;
         assert_eq!(page.status, 200);
         assert!(page.text().contains(r#"data-room="book-club_2""#));
         for bad in [
@@ -103,7 +105,7 @@ fn room_pages_and_their_names() {
         }
         let hostile = raw_request(
             server.addr,
-            "GET / HTTP/1.1\r\nHost: \"><script>x</script>\r\nConnection: close\r\n\r\n",
+            &format!("GET / HTTP/1.1\r\nHost: \"><script>x</script>\r\n{cookie}\r\nConnection: close\r\n\r\n"),
         )
         .await;
         assert_eq!(hostile.status, 400);
@@ -124,7 +126,7 @@ fn healthz_counts_rooms_connections_and_messages() {
         let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0})
+            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0, "disk_bytes": 0})
         );
     });
 }

@@ -27,13 +27,22 @@ pub struct TestServer {
     pub addr: SocketAddr,
 }
 
-/// The default config on 127.0.0.1:0 with two threads.
+/// The default config on 127.0.0.1:0 with two threads, keeping everything in memory.
 pub fn config() -> Config {
     Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         threads: 2.try_into().unwrap(),
+        data_dir: None,
         ..Config::default()
     }
+}
+
+/// A fresh, empty directory for one test's data.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("smolchat-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Binds 127.0.0.1:0 and starts a server with `config` on it.
@@ -182,6 +191,63 @@ pub async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Reply {
     raw_request(addr, &request).await
 }
 
+/// Signs in through the form; returns the `Cookie` header line that carries the session.
+pub async fn sign_in(addr: SocketAddr, name: &str, passcode: &str) -> String {
+    let reply = post_login(addr, name, passcode, "/").await;
+    assert_eq!(reply.status, 303, "sign-in refused: {}", reply.text());
+    session_cookie(&reply)
+}
+
+/// Posts the sign-in form.
+pub async fn post_login(addr: SocketAddr, name: &str, passcode: &str, next: &str) -> Reply {
+    let body = format!(
+        "name={}&passcode={}&next={}",
+        form_encode(name),
+        form_encode(passcode),
+        form_encode(next)
+    );
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(addr, &request).await
+}
+
+/// The `Cookie:` header line for the session a response sets.
+pub fn session_cookie(reply: &Reply) -> String {
+    let set = reply.header("set-cookie").expect("a Set-Cookie header");
+    format!("Cookie: {}", set.split(';').next().unwrap())
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Opens a WebSocket to `path` with extra request headers (e.g. a session cookie).
+pub async fn try_ws_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tungstenite::Error> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    let stream = TcpStream::connect(addr).await?;
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (ws, _) = async_tungstenite::client_async(request, stream).await?;
+    Ok(ws)
+}
+
 /// Opens a WebSocket to `path` (e.g. `/ws/lobby?name=ann`).
 pub async fn try_ws(addr: SocketAddr, path: &str) -> Result<Ws, tungstenite::Error> {
     let stream = TcpStream::connect(addr).await?;
@@ -197,15 +263,26 @@ pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
         .unwrap_or_else(|e| panic!("WebSocket to {path}: {e}"))
 }
 
-/// Joins `room` as `name` and reads its own join announcement.
+/// Joins `room` as `name` (by `?name=`), reads the welcome, any history, and its own join.
 pub async fn join(addr: SocketAddr, room: &str, name: &str) -> Ws {
-    let mut ws = ws(addr, &format!("/ws/{room}?name={name}")).await;
-    let own = next_json(&mut ws).await;
+    let ws = ws(addr, &format!("/ws/{room}?name={name}")).await;
+    expect_welcome(ws, name).await
+}
+
+/// Reads the welcome (checking the name), any history, and the client's own join.
+pub async fn expect_welcome(mut ws: Ws, name: &str) -> Ws {
+    let welcome = next_json(&mut ws).await;
     assert_eq!(
-        (own["type"].as_str(), own["name"].as_str()),
-        (Some("join"), Some(name))
+        (welcome["type"].as_str(), welcome["name"].as_str()),
+        (Some("welcome"), Some(name))
     );
-    ws
+    loop {
+        let frame = next_json(&mut ws).await;
+        if frame["type"] == "join" && frame["name"] == name {
+            return ws;
+        }
+        assert_eq!(frame["type"], "message", "unexpected {frame}");
+    }
 }
 
 /// The next text frame, parsed; skips pings and pongs.
