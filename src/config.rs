@@ -100,7 +100,7 @@ impl Default for Config {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run the server.
-    Run(Config),
+    Run(Box<Config>),
     /// Print [`HELP`].
     Help,
     /// Print the version.
@@ -202,7 +202,7 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     if trace {
         settings.config.trace = true;
     }
-    Ok(Command::Run(settings.config))
+    Ok(Command::Run(Box::new(settings.config)))
 }
 
 fn flag_error(e: pico_args::Error) -> ConfigError {
@@ -352,7 +352,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, ConfigError> {
         match parse(args.iter().map(OsString::from).collect(), None)? {
-            Command::Run(config) => Ok(config),
+            Command::Run(config) => Ok(*config),
             other => panic!("expected Run, got {other:?}"),
         }
     }
