@@ -278,6 +278,7 @@ impl DiskWriter {
         log.file.sync_data()?;
         log.records += records;
         self.stats.disk_written(bytes.len() as u64);
+        log::debug!("history: wrote {records} records for room {room}");
         if log.records > self.capacity * 2 {
             self.files.remove(room);
             self.compact(&path)?;

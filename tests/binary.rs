@@ -14,24 +14,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A command that starts the `smolchat` binary, through `SMOLCHAT_TEST_RUNNER` if set.
-fn smolchat() -> Command {
-    let binary = env!("CARGO_BIN_EXE_smolchat");
-    match std::env::var("SMOLCHAT_TEST_RUNNER") {
-        Ok(runner) if !runner.is_empty() => {
-            let mut command = Command::new(runner);
-            command.arg(binary);
-            command
-        }
-        _ => Command::new(binary),
-    }
-}
-
-/// Whether the binary runs under an emulator, which adds threads of its own.
-fn emulated() -> bool {
-    std::env::var("SMOLCHAT_TEST_RUNNER").is_ok_and(|r| !r.is_empty())
-}
-
 /// A running `smolchat` process, killed on drop if still alive.
 struct Process {
     child: Child,

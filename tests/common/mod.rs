@@ -21,6 +21,26 @@ pub const STEP: Duration = Duration::from_secs(20);
 /// A WebSocket client over a plain TCP stream.
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// A command that starts the `smolchat` binary, through `SMOLCHAT_TEST_RUNNER` if set (an
+/// emulator such as `qemu-aarch64-static`: under cross tests the kernel cannot run the binary
+/// by itself).
+pub fn smolchat() -> std::process::Command {
+    let binary = env!("CARGO_BIN_EXE_smolchat");
+    match std::env::var("SMOLCHAT_TEST_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut command = std::process::Command::new(runner);
+            command.arg(binary);
+            command
+        }
+        _ => std::process::Command::new(binary),
+    }
+}
+
+/// Whether the binary runs under an emulator, which adds threads of its own.
+pub fn emulated() -> bool {
+    std::env::var("SMOLCHAT_TEST_RUNNER").is_ok_and(|r| !r.is_empty())
+}
+
 /// A server running in this process; shut down on drop.
 pub struct TestServer {
     server: Option<Server>,
