@@ -147,7 +147,6 @@ pub async fn serve<S>(
         async { Ended::Writer((&mut writer).await) },
     )
     .await;
-    member.leave().await;
 
     match first {
         Ended::Reader(close) => {
@@ -155,8 +154,11 @@ pub async fn serve<S>(
                 log::info!("{}: closing {}: {reason}", client.peer, u16::from(code));
             }
             let initiated = close.is_some();
+            // First tell the writer, then leave: leaving closes the frame queue, and the writer
+            // must already know which close frame that means.
             // Ignored if full: the room's kick got there first, with its own close frame.
             let _ = stop_tx.try_send(close);
+            member.leave().await;
             let sink = writer.await;
             if initiated {
                 if let Ok(mut ws) = WebSocketStream::reunite(sink, stream) {
@@ -165,6 +167,7 @@ pub async fn serve<S>(
             }
         }
         Ended::Writer(_sink) => {
+            member.leave().await;
             // We sent a close (kick or shutdown) or the socket broke: give the client a moment
             // to answer the close handshake, discarding anything else it says.
             let _ = or(

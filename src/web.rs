@@ -11,6 +11,7 @@
 //! | `POST /logout`   | signs out                                                       |
 //! | `GET /ws/:room`  | WebSocket upgrade into `room` (`?since=` id to catch up from)   |
 //! | `GET /rooms`     | JSON: rooms with people in them                                 |
+//! | `GET /session`   | JSON: who the cookie says you are, or 401                       |
 //! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
 //! | `GET /healthz`   | JSON counters                                                   |
 
@@ -166,6 +167,7 @@ fn app(state: State) -> tide::Server<State> {
     app.at("/login").get(login_page).post(login);
     app.at("/logout").post(logout);
     app.at("/rooms").get(rooms);
+    app.at("/session").get(whoami);
     app.at("/assets/chat.js")
         .get(|req| async move { asset(&req, &CHAT_JS) });
     app.at("/assets/chat.css")
@@ -380,7 +382,26 @@ fn query(req: &Request<State>, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Lets the page find out whether its session still holds (after a refused WebSocket).
+async fn whoami(req: Request<State>) -> tide::Result {
+    let mut res = match session(&req) {
+        Some(session) => {
+            let mut res = Response::new(StatusCode::Ok);
+            res.set_body(tide::Body::from_json(
+                &serde_json::json!({ "name": session.name }),
+            )?);
+            res
+        }
+        None => plain(StatusCode::Unauthorized, "not signed in"),
+    };
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}
+
 async fn rooms(req: Request<State>) -> tide::Result {
+    if req.state().passcode.is_some() && session(&req).is_none() {
+        return Ok(plain(StatusCode::Unauthorized, "sign in first"));
+    }
     #[derive(serde::Serialize)]
     struct RoomInfo {
         room: String,

@@ -140,7 +140,9 @@
     const ws = new WebSocket(`${scheme}${host}/ws/${encodeURIComponent(room)}${since}`);
     socket = ws;
     let caughtUp = lastId;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       retryDelay = 500;
       setStatus("online", "online");
       if (document.activeElement === body) text.focus();
@@ -174,8 +176,17 @@
       }
       const why = event.reason ? ` (${event.reason})` : "";
       setStatus("offline", `offline${why}, retrying…`);
+      if (!opened) checkSession();
       scheduleReconnect();
     };
+  }
+
+  // A refused WebSocket may mean the session ended (new passcode, new key): sign in again.
+  async function checkSession() {
+    try {
+      const res = await fetch("/session", { cache: "no-store" });
+      if (res.status === 401) location.href = `/login?next=${encodeURIComponent(location.pathname)}`;
+    } catch { /* the server is down: keep retrying */ }
   }
 
   function sendMessage() {

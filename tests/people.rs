@@ -105,7 +105,13 @@ fn with_a_passcode_nobody_gets_in_without_it() {
         .await;
         assert_eq!(status, 401);
 
+        assert_eq!(get(server.addr, "/rooms", &[]).await.status, 401);
+        assert_eq!(get(server.addr, "/session", &[]).await.status, 401);
+
         let cookie = sign_in(server.addr, "ann", "open sesame").await;
+        assert_eq!(get(server.addr, "/rooms", &[&cookie]).await.status, 200);
+        let me = get(server.addr, "/session", &[&cookie]).await;
+        assert_eq!(me.text(), r#"{"name":"ann"}"#);
         let header = cookie.trim_start_matches("Cookie: ");
         let ws = try_ws_with(server.addr, "/ws/lobby", &[("Cookie", header)])
             .await
