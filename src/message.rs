@@ -47,7 +47,7 @@ pub enum Outbound<'a> {
         /// When the server received it, RFC 3339 UTC.
         when: &'a str,
     },
-    /// Someone entered the room.
+    /// Someone entered the room (their first tab; a client also gets its own join).
     Join {
         /// The room.
         room: &'a str,
@@ -55,10 +55,10 @@ pub enum Outbound<'a> {
         name: &'a str,
         /// When, RFC 3339 UTC.
         when: &'a str,
-        /// Everyone in the room now, sorted, each name once.
-        members: &'a [String],
+        /// How many people (names) are in the room now.
+        people: usize,
     },
-    /// Someone left the room (or was dropped).
+    /// Someone left the room (their last tab closed, or they were dropped).
     Leave {
         /// The room.
         room: &'a str,
@@ -66,7 +66,14 @@ pub enum Outbound<'a> {
         name: &'a str,
         /// When, RFC 3339 UTC.
         when: &'a str,
-        /// Everyone in the room now, sorted, each name once.
+        /// How many people (names) are in the room now.
+        people: usize,
+    },
+    /// The whole member list, for a client that missed some joins or leaves while behind.
+    Presence {
+        /// The room.
+        room: &'a str,
+        /// Everyone in the room, sorted, each name once.
         members: &'a [String],
     },
     /// The first frame a client gets: who it is, who is here, and what history follows.
@@ -201,12 +208,21 @@ mod tests {
             room: "r",
             name: "n",
             when: "t",
-            members: &members,
+            people: 2,
         }
         .encode();
         assert_eq!(
             join.bytes().as_ref(),
-            br#"{"type":"join","room":"r","name":"n","when":"t","members":["a","n"]}"#
+            br#"{"type":"join","room":"r","name":"n","when":"t","people":2}"#
+        );
+        let presence = Outbound::Presence {
+            room: "r",
+            members: &members,
+        }
+        .encode();
+        assert_eq!(
+            presence.bytes().as_ref(),
+            br#"{"type":"presence","room":"r","members":["a","n"]}"#
         );
         let welcome = Outbound::Welcome {
             room: "r",

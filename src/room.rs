@@ -19,7 +19,7 @@ use crate::trace::Tracer;
 use async_channel::{Receiver, Sender, TrySendError};
 use smol::lock::Mutex;
 use smol::Executor;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -225,6 +225,8 @@ struct Seat {
     name: String,
     person: u64,
     outbox: Outbox,
+    /// A presence frame was skipped for this member; it is owed the whole list.
+    stale: bool,
 }
 
 /// Whether a broadcast may be skipped for a member that is falling behind.
@@ -235,8 +237,7 @@ enum Delivery {
     /// Presence (join/leave): skipped for a member whose queue is over half full, keeping the
     /// rest of its queue for messages. A burst of joins (a whole floor reconnecting after a
     /// restart, each join announced to everyone) would otherwise drop clients that are merely
-    /// busy. Each presence frame carries the whole member list, so the next one makes up for
-    /// a skipped one.
+    /// busy. A member that missed one is sent the whole list once its queue has room again.
     Spare,
 }
 
@@ -244,6 +245,8 @@ enum Delivery {
 struct Room {
     name: String,
     members: HashMap<ClientId, Seat>,
+    /// Connections per name: a person with two tabs is one name here, announced once.
+    present: BTreeMap<String, usize>,
     /// The newest messages and the last id.
     history: Ring,
     /// Some member's queue was over half full after the last broadcast.
@@ -259,6 +262,7 @@ impl Room {
         Room {
             name,
             members: HashMap::new(),
+            present: BTreeMap::new(),
             history,
             pressed: false,
             people,
@@ -340,14 +344,7 @@ impl Room {
 
     /// Everyone's names, sorted, each once.
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .members
-            .values()
-            .map(|seat| seat.name.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        self.present.keys().cloned().collect()
     }
 
     fn join(&mut self, id: ClientId, request: JoinRequest) -> Result<(), JoinError> {
@@ -369,12 +366,16 @@ impl Room {
         }
         self.shared.tracer.trace("New client joined");
         log::debug!("room {}: {name} joined", self.name);
+        let tabs = self.present.entry(name.clone()).or_insert(0);
+        *tabs += 1;
+        let first_tab = *tabs == 1;
         self.members.insert(
             id,
             Seat {
                 name,
                 person,
                 outbox,
+                stale: false,
             },
         );
         let members = self.names();
@@ -400,10 +401,15 @@ impl Room {
             room: &self.name,
             name: &seat.name,
             when: &when,
-            members: &members,
+            people: members.len(),
         }
         .encode();
-        self.broadcast(frame, Delivery::Spare);
+        if first_tab {
+            self.broadcast(frame, Delivery::Spare);
+        } else {
+            // Another tab of someone already here: only this tab hears of it.
+            let _ = seat.outbox.frames.try_send(frame);
+        }
         Ok(())
     }
 
@@ -447,19 +453,27 @@ impl Room {
         self.announce_departures(departed);
     }
 
-    /// Tells the room that these people left, repeating while announcing drops someone else.
+    /// Tells the room that these connections left (announcing a person when their last tab
+    /// goes), repeating while announcing drops someone else.
     fn announce_departures(&mut self, mut departed: Vec<String>) {
         while let Some(name) = departed.pop() {
             self.shared.tracer.trace("Client left");
             log::debug!("room {}: {name} left", self.name);
-            let members = self.names();
-            self.people.store(members.len(), Ordering::Relaxed);
+            let Some(tabs) = self.present.get_mut(&name) else {
+                continue;
+            };
+            *tabs -= 1;
+            if *tabs > 0 {
+                continue;
+            }
+            self.present.remove(&name);
+            self.people.store(self.present.len(), Ordering::Relaxed);
             let when = timestamp(SystemTime::now());
             let frame = Outbound::Leave {
                 room: &self.name,
                 name: &name,
                 when: &when,
-                members: &members,
+                people: self.present.len(),
             }
             .encode();
             departed.extend(self.offer(&frame, Delivery::Spare));
@@ -467,19 +481,34 @@ impl Room {
     }
 
     /// `try_send`s a clone of `frame` to every member; returns the names of those removed.
+    /// Members owed a presence list get it once their queue is below half again.
     fn offer(&mut self, frame: &Encoded, delivery: Delivery) -> Vec<String> {
         let mut departed = Vec::new();
         let mut pressed = false;
+        let repair = self.members.values().any(|seat| seat.stale).then(|| {
+            let members = self.names();
+            Outbound::Presence {
+                room: &self.name,
+                members: &members,
+            }
+            .encode()
+        });
         let (room, stats) = (&self.name, &self.shared.stats);
         self.members.retain(|_, seat| {
             let queue = &seat.outbox.frames;
             let over_half = queue.len() * 2 >= queue.capacity().unwrap_or(usize::MAX);
             pressed |= over_half;
             if delivery == Delivery::Spare && over_half {
+                seat.stale = true;
                 return true;
             }
             match queue.try_send(frame.clone()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
+                        seat.stale = queue.try_send(list.clone()).is_err();
+                    }
+                    true
+                }
                 Err(TrySendError::Full(_)) => {
                     log::warn!(
                         "room {room}: dropping {}: {} messages queued, too slow",
@@ -661,20 +690,20 @@ mod tests {
             let (registry, stats) = registry(&ex);
             let slow = join(&registry, "lobby", "slow", 2).await;
             let fast = join(&registry, "lobby", "fast", 64).await;
-            // slow never reads. Its own join fills half its queue, so fast's join (presence)
-            // is skipped for it; m0 fills the queue; m1 finds it full and drops slow.
+            // slow reads nothing after its welcome. Its own join was skipped (the welcome
+            // filled half its queue); fast's join and the presence list it was owed fill the
+            // queue; m0 finds it full and drops slow.
             for n in 0..10 {
                 fast.member.say(format!("m{n}")).await;
             }
             assert_eq!(next_json(&fast).await["type"], "join");
             assert_eq!(next_json(&fast).await["text"], "m0");
-            assert_eq!(next_json(&fast).await["text"], "m1");
             let leave = next_json(&fast).await;
             assert_eq!(
                 (leave["type"].as_str(), leave["name"].as_str()),
                 (Some("leave"), Some("slow"))
             );
-            for n in 2..10 {
+            for n in 1..10 {
                 assert_eq!(next_json(&fast).await["text"], format!("m{n}"));
             }
             let kept: Vec<_> = std::iter::from_fn(|| slow.frames.try_recv().ok())
@@ -682,11 +711,7 @@ mod tests {
                     serde_json::from_slice::<serde_json::Value>(f.bytes()).unwrap()["type"].clone()
                 })
                 .collect();
-            assert_eq!(
-                kept,
-                ["join", "message"],
-                "presence was not skipped, or a message was"
-            );
+            assert_eq!(kept, ["join", "presence"]);
             assert!(slow.kicked.load(Ordering::SeqCst));
             assert!(!fast.kicked.load(Ordering::SeqCst));
             assert_eq!(stats.snapshot().dropped, 1);
@@ -732,10 +757,7 @@ mod tests {
             }
             let join = next_json(&bob).await;
             assert_eq!(
-                (
-                    join["type"].as_str(),
-                    join["members"].as_array().map(Vec::len)
-                ),
+                (join["type"].as_str(), join["people"].as_u64()),
                 (Some("join"), Some(2))
             );
 
@@ -814,6 +836,93 @@ mod tests {
             bob.member.say("after".into()).await;
             assert_eq!(next_json(&bob).await["id"], 2);
         });
+    }
+
+    #[test]
+    fn a_person_with_two_tabs_is_announced_once() {
+        with_executor(|ex| async move {
+            let (registry, _) = registry(&ex);
+            let bob = join(&registry, "lobby", "bob", 64).await;
+            assert_eq!(next_json(&bob).await["type"], "join"); // own
+            let tab1 = try_join(&registry, "lobby", "ann", 7, None, 64)
+                .await
+                .unwrap();
+            let tab2 = try_join(&registry, "lobby", "ann", 7, None, 64)
+                .await
+                .unwrap();
+            let joined = next_json(&bob).await;
+            assert_eq!(
+                (joined["name"].as_str(), joined["people"].as_u64()),
+                (Some("ann"), Some(2))
+            );
+            // The second tab hears of itself, but nobody else hears of it.
+            assert_eq!(
+                next_json(&tab2).await["members"],
+                serde_json::json!(["ann", "bob"])
+            );
+            assert_eq!(next_json(&tab2).await["type"], "join");
+            tab1.member.leave().await;
+            bob.member.say("ann still here?".into()).await;
+            assert_eq!(
+                next_json(&bob).await["type"],
+                "message",
+                "a tab closing announced a leave"
+            );
+            tab2.member.leave().await;
+            let left = next_json(&bob).await;
+            assert_eq!(
+                (left["type"].as_str(), left["people"].as_u64()),
+                (Some("leave"), Some(1))
+            );
+        });
+    }
+
+    #[test]
+    fn a_member_that_missed_presence_gets_the_whole_list_later() {
+        with_executor(|ex| async move {
+            let (registry, _) = registry(&ex);
+            // A queue of 4: welcome and own join fill half, so the next joins are skipped.
+            let slow = try_join(&registry, "lobby", "slow", someone(), None, 4)
+                .await
+                .unwrap();
+            let others: Vec<TestClient> = join_all(&registry, &["a", "b", "c"]).await;
+            let kinds = |frames: &Receiver<Encoded>| -> Vec<String> {
+                std::iter::from_fn(|| frames.try_recv().ok())
+                    .map(|f| {
+                        serde_json::from_slice::<serde_json::Value>(f.bytes()).unwrap()["type"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned()
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                kinds(&slow.frames),
+                ["welcome", "join"],
+                "joins were not skipped"
+            );
+            // Now it has room again: the next broadcast brings the list along.
+            others[0].member.say("hello".into()).await;
+            let frame = slow.frames.recv().await.unwrap();
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(frame.bytes()).unwrap()["type"],
+                "message"
+            );
+            let list = slow.frames.recv().await.unwrap();
+            let list: serde_json::Value = serde_json::from_slice(list.bytes()).unwrap();
+            assert_eq!(
+                (list["type"].as_str(), list["members"].clone()),
+                (Some("presence"), serde_json::json!(["a", "b", "c", "slow"]))
+            );
+        });
+    }
+
+    async fn join_all(registry: &Registry, names: &[&str]) -> Vec<TestClient> {
+        let mut clients = Vec::new();
+        for name in names {
+            clients.push(join(registry, "lobby", name, 64).await);
+        }
+        clients
     }
 
     #[test]

@@ -20,6 +20,7 @@
   const MAX_RETRY_DELAY = 15000;
   let unread = 0;
   const baseTitle = document.title;
+  let members = new Set();     // names in the room, kept from welcome, join, leave, presence
 
   // Avatar: initials on a colour derived from the name, drawn locally (no external service).
   function avatar(name) {
@@ -82,17 +83,18 @@
     });
   }
 
-  function showPeople(members) {
+  function showPeople() {
+    const names = [...members].sort();
     const people = $("people");
-    people.replaceChildren(...members.map((name) => {
+    people.replaceChildren(...names.map((name) => {
       const li = document.createElement("li");
       const label = document.createElement("span");
       label.textContent = name === myName ? `${name} (you)` : name;
       li.append(avatar(name), label);
       return li;
     }));
-    $("people-count").textContent = `(${members.length})`;
-    $("people-toggle").textContent = `People (${members.length})`;
+    $("people-count").textContent = `(${names.length})`;
+    $("people-toggle").textContent = `People (${names.length})`;
   }
 
   async function showRooms() {
@@ -155,13 +157,15 @@
           lastId = m.id;
           showMessage(m);
         }
-      } else if (m.type === "welcome") {
-        showPeople(m.members);
-        if (caughtUp > 0 && !m.complete) {
+      } else if (m.type === "welcome" || m.type === "presence") {
+        members = new Set(m.members);
+        showPeople();
+        if (m.type === "welcome" && caughtUp > 0 && !m.complete) {
           showEvent("Some messages were sent while you were away and are no longer kept.", "warn");
         }
       } else if (m.type === "join" || m.type === "leave") {
-        showPeople(m.members);
+        if (m.type === "join") members.add(m.name); else members.delete(m.name);
+        showPeople();
         if (m.name !== myName) showEvent(`${m.name} ${m.type === "join" ? "joined" : "left"} · ${localTime(m.when)}`);
         showRooms();
       }
