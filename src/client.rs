@@ -22,10 +22,15 @@ use smol::stream::StreamExt;
 use smol::{Executor, Timer};
 use std::time::{Duration, Instant};
 
-/// Bytes tungstenite reads from the socket at a time (its default is 128 KiB).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
-/// Bytes of frames buffered before tungstenite writes them out; a flush writes the rest.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Bytes tungstenite reads from the socket at a time (its default is 128 KiB). Every connection
+/// holds this much once it has read anything; browsers send little, and larger frames still
+/// get the room they need.
+const READ_BUFFER_BYTES: usize = 512;
+/// Bytes of frames buffered before tungstenite writes them out; a flush writes the rest. The
+/// buffer keeps its largest size, so this bounds what an idle connection holds after a burst.
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// Most frames written between two flushes.
+const MAX_BATCH: usize = 256;
 /// Longest a close handshake, or draining a misbehaving client, may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded from a client after closing it for a protocol error.
@@ -91,12 +96,13 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut ws = ws;
-    // Room for the welcome, the history replay and the live queue.
-    let (frames_tx, frames) = async_channel::bounded(limits.queue + limits.history + 1);
+    let (frames_tx, frames) = async_channel::unbounded();
     let (stop_tx, stop) = async_channel::bounded::<Close>(1);
     let kick = stop_tx.clone();
     let outbox = Outbox {
         frames: frames_tx,
+        // Room for the welcome, the history replay and the live queue.
+        limit: limits.queue + limits.history + 1,
         // Ignored if full: the writer is already stopping for another reason.
         kick: Box::new(move || {
             let _ = kick.try_send(Some((CloseCode::Policy, "too slow: message queue full")));
@@ -364,8 +370,7 @@ where
 {
     sink.feed(text_message(first)).await?;
     // Bounded so a busy room cannot keep one writer from ever flushing.
-    let most = frames.capacity().unwrap_or(1);
-    for _ in 1..most {
+    for _ in 1..MAX_BATCH {
         match frames.try_recv() {
             Ok(frame) => sink.feed(text_message(frame)).await?,
             Err(_) => break,

@@ -16,7 +16,7 @@ use crate::history::{Entry, Ring, Store};
 use crate::message::{timestamp, Encoded, Outbound};
 use crate::stats::Stats;
 use crate::trace::Tracer;
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use smol::lock::Mutex;
 use smol::Executor;
 use std::collections::{BTreeMap, HashMap};
@@ -35,8 +35,11 @@ pub type ClientId = u64;
 
 /// How a room reaches one member.
 pub struct Outbox {
-    /// The member's bounded queue of encoded frames.
+    /// The member's queue of encoded frames. Unbounded as a channel, so an idle client holds
+    /// no preallocated slots; the room alone sends to it and enforces `limit`.
     pub frames: Sender<Encoded>,
+    /// Frames queued before the member counts as too slow.
+    pub limit: usize,
     /// Tells the member's connection to close because it fell too far behind.
     pub kick: Box<dyn Fn() + Send + Sync>,
 }
@@ -495,37 +498,33 @@ impl Room {
         });
         let (room, stats) = (&self.name, &self.shared.stats);
         self.members.retain(|_, seat| {
-            let queue = &seat.outbox.frames;
-            let over_half = queue.len() * 2 >= queue.capacity().unwrap_or(usize::MAX);
+            let (queue, limit) = (&seat.outbox.frames, seat.outbox.limit);
+            let queued = queue.len();
+            let over_half = queued * 2 >= limit;
             pressed |= over_half;
             if delivery == Delivery::Spare && over_half {
                 seat.stale = true;
                 return true;
             }
-            match queue.try_send(frame.clone()) {
-                Ok(()) => {
-                    if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
-                        seat.stale = queue.try_send(list.clone()).is_err();
-                    }
-                    true
-                }
-                Err(TrySendError::Full(_)) => {
-                    log::warn!(
-                        "room {room}: dropping {}: {} messages queued, too slow",
-                        seat.name,
-                        seat.outbox.frames.len()
-                    );
-                    (seat.outbox.kick)();
-                    stats.dropped();
-                    departed.push(seat.name.clone());
-                    false
-                }
-                Err(TrySendError::Closed(_)) => {
-                    // The connection is gone without a Leave reaching us.
-                    departed.push(seat.name.clone());
-                    false
-                }
+            if queued >= limit {
+                log::warn!(
+                    "room {room}: dropping {}: {queued} messages queued, too slow",
+                    seat.name
+                );
+                (seat.outbox.kick)();
+                stats.dropped();
+                departed.push(seat.name.clone());
+                return false;
             }
+            if queue.try_send(frame.clone()).is_err() {
+                // Closed: the connection is gone without a Leave reaching us.
+                departed.push(seat.name.clone());
+                return false;
+            }
+            if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
+                seat.stale = queue.try_send(list.clone()).is_err();
+            }
+            true
         });
         self.pressed = pressed;
         departed
@@ -564,11 +563,12 @@ mod tests {
         since: Option<u64>,
         queue: usize,
     ) -> Result<TestClient, JoinError> {
-        let (tx, frames) = async_channel::bounded(queue);
+        let (tx, frames) = async_channel::unbounded();
         let kicked = Arc::new(AtomicBool::new(false));
         let flag = kicked.clone();
         let outbox = Outbox {
             frames: tx,
+            limit: queue,
             kick: Box::new(move || flag.store(true, Ordering::SeqCst)),
         };
         let request = JoinRequest {
