@@ -139,7 +139,7 @@ pub async fn serve<S>(
         }
     };
     let (sink, mut stream) = ws.split();
-    log::info!(
+    log::debug!(
         "{}: {} joined room {} (client {})",
         client.peer,
         client.name,
@@ -185,7 +185,7 @@ pub async fn serve<S>(
             .await;
         }
     }
-    log::info!("{}: {} left room {}", client.peer, client.name, client.room);
+    log::debug!("{}: {} left room {}", client.peer, client.name, client.room);
     drop(lease);
 }
 

@@ -22,6 +22,7 @@ mod client;
 pub mod config;
 mod history;
 mod http;
+pub mod loadgen;
 mod message;
 mod room;
 pub mod server;

@@ -1,0 +1,277 @@
+//! The load benchmark: starts the release server, drives it over loopback with
+//! [`smolchat::loadgen`], and prints one JSON line per run plus a summary (medians and ranges).
+//!
+//! ```sh
+//! cargo build --release
+//! cargo bench --bench load -- idle --connections 5000 --runs 3 --pin
+//! cargo bench --bench load -- fanout --receivers 1000 --senders 4 --seconds 5 --runs 3 --pin
+//! cargo bench --bench load -- latency --receivers 1000 --rate 20 --seconds 10 --runs 3 --pin
+//! cargo bench --bench load -- slow --receivers 100 --senders 4 --seconds 5 --runs 3 --pin
+//! ```
+//! `--pin` puts the server on core 0 and this generator on core 1 (with `taskset`);
+//! `--server PATH` picks another binary (default `target/release/smolchat`).
+
+use smolchat::loadgen::{self, LoadGen, Pace};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Options {
+    mode: String,
+    server: String,
+    pin: bool,
+    runs: usize,
+    connections: usize,
+    per_room: usize,
+    receivers: usize,
+    senders: usize,
+    seconds: f64,
+    rate: f64,
+}
+
+fn options() -> Result<Options, pico_args::Error> {
+    let mut args = pico_args::Arguments::from_env();
+    args.contains("--bench"); // cargo bench passes this; nothing to do with it.
+    let options = Options {
+        server: args
+            .opt_value_from_str("--server")?
+            .unwrap_or_else(|| "target/release/smolchat".into()),
+        pin: args.contains("--pin"),
+        runs: args.opt_value_from_str("--runs")?.unwrap_or(1),
+        connections: args.opt_value_from_str("--connections")?.unwrap_or(1000),
+        per_room: args.opt_value_from_str("--per-room")?.unwrap_or(100),
+        receivers: args.opt_value_from_str("--receivers")?.unwrap_or(1000),
+        senders: args.opt_value_from_str("--senders")?.unwrap_or(4),
+        seconds: args.opt_value_from_str("--seconds")?.unwrap_or(5.0),
+        rate: args.opt_value_from_str("--rate")?.unwrap_or(20.0),
+        mode: args.free_from_str()?,
+    };
+    Ok(options)
+}
+
+/// The server under test, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(options: &Options, max_connections: usize) -> Server {
+        let mut command = if options.pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0", &options.server]);
+            c
+        } else {
+            Command::new(&options.server)
+        };
+        let max = max_connections.to_string();
+        let mut child = command
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                "none",
+                "--threads",
+                "1",
+            ])
+            .args(["--max-connections", &max, "--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (cargo build --release first)",
+                    options.server
+                )
+            });
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep reading so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("server: {line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the server did not start");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Server { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pin_self() {
+    let status = Command::new("taskset")
+        .args(["-pc", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "taskset failed");
+}
+
+fn main() {
+    let options = options().unwrap_or_else(|e| {
+        eprintln!("load: {e}");
+        std::process::exit(2);
+    });
+    if options.pin {
+        pin_self();
+    }
+    let mut results = Vec::new();
+    for run in 1..=options.runs {
+        let line = match options.mode.as_str() {
+            "idle" => idle(&options),
+            "fanout" => fanout(&options, Pace::Flood),
+            "latency" => fanout(&options, Pace::Rate(options.rate)),
+            "slow" => slow(&options),
+            other => {
+                eprintln!("load: unknown mode {other} (idle, fanout, latency, slow)");
+                std::process::exit(2);
+            }
+        };
+        println!("{}", serde_json::to_string(&line).unwrap());
+        eprintln!("run {run}/{} done", options.runs);
+        results.push(line);
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&summary(&options.mode, &results)).unwrap()
+    );
+}
+
+/// Medians and ranges of every number across runs.
+fn summary(mode: &str, runs: &[serde_json::Value]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    out.insert("summary".into(), mode.into());
+    out.insert("runs".into(), runs.len().into());
+    if let Some(first) = runs.first().and_then(|r| r.as_object()) {
+        for key in first.keys() {
+            let mut values: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+            if values.len() != runs.len() {
+                continue;
+            }
+            values.sort_by(f64::total_cmp);
+            let median = values[values.len() / 2];
+            out.insert(key.clone(), serde_json::json!({"median": median, "min": values[0], "max": values[values.len() - 1]}));
+        }
+    }
+    out.into()
+}
+
+fn idle(options: &Options) -> serde_json::Value {
+    let server = Server::start(options, options.connections + 10);
+    let before = loadgen::rss_kib(server.pid()).unwrap();
+    let generator = LoadGen::new(server.addr);
+    let at_n = generator.run(async {
+        let clients = generator
+            .idle(options.connections, options.per_room)
+            .await
+            .unwrap();
+        // Let the last announcements drain before reading memory.
+        smol::Timer::after(Duration::from_secs(1)).await;
+        let rss = loadgen::rss_kib(server.pid()).unwrap();
+        drop(clients);
+        rss
+    });
+    serde_json::json!({
+        "mode": "idle",
+        "connections": options.connections,
+        "per_room": options.per_room,
+        "rss_start_kib": before,
+        "rss_at_n_kib": at_n,
+        "bytes_per_connection": (at_n.saturating_sub(before) * 1024) as f64 / options.connections as f64,
+    })
+}
+
+fn fanout(options: &Options, pace: Pace) -> serde_json::Value {
+    let server = Server::start(options, options.receivers + options.senders + 10);
+    let generator = LoadGen::new(server.addr);
+    let cpu_before = loadgen::cpu_seconds(server.pid()).unwrap();
+    let result = generator
+        .run(generator.fanout(
+            options.receivers,
+            options.senders,
+            Duration::from_secs_f64(options.seconds),
+            pace,
+        ))
+        .unwrap();
+    let cpu = loadgen::cpu_seconds(server.pid()).unwrap() - cpu_before;
+    serde_json::json!({
+        "mode": match pace { Pace::Flood => "fanout", Pace::Rate(_) => "latency" },
+        "receivers": result.receivers,
+        "senders": result.senders,
+        "seconds": result.seconds,
+        "sent": result.sent,
+        "delivered": result.delivered,
+        "deliveries_per_s": result.deliveries_per_s,
+        "lost": result.lost,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "max_ms": result.max_ms,
+        "server_cpu_s": cpu,
+        "server_rss_kib": loadgen::rss_kib(server.pid()).unwrap(),
+    })
+}
+
+fn slow(options: &Options) -> serde_json::Value {
+    let server = Server::start(options, options.receivers + options.senders + 10);
+    let generator = LoadGen::new(server.addr);
+    let rss_before = loadgen::rss_kib(server.pid()).unwrap();
+    let seconds = Duration::from_secs_f64(options.seconds);
+    let (healthy, stalled_dropped, rss_during) = generator.run(async {
+        // One client joins and then never reads again.
+        let stalled = generator.connect("fanout", "stalled").await.unwrap();
+        let result = generator
+            .fanout(options.receivers, options.senders, seconds, Pace::Flood)
+            .await
+            .unwrap();
+        let rss = loadgen::rss_kib(server.pid()).unwrap();
+        drop(stalled);
+        (result, health(server.addr).await, rss)
+    });
+    serde_json::json!({
+        "mode": "slow",
+        "receivers": healthy.receivers,
+        "senders": healthy.senders,
+        "deliveries_per_s": healthy.deliveries_per_s,
+        "lost": healthy.lost,
+        "p99_ms": healthy.p99_ms,
+        "stalled_dropped": stalled_dropped,
+        "rss_start_kib": rss_before,
+        "rss_end_kib": rss_during,
+    })
+}
+
+/// The server's `dropped` counter, from `/healthz`.
+async fn health(addr: SocketAddr) -> u64 {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = smol::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["dropped"]
+        .as_u64()
+        .unwrap()
+}

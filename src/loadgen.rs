@@ -1,0 +1,352 @@
+//! A load generator that talks real WebSocket to a smolchat server: the measurements behind
+//! `BENCHMARKS.md` (through `benches/load.rs`) and behind `smolchat --self-test`.
+//!
+//! Everything runs on the calling thread (one smol `LocalExecutor`), so the generator can be
+//! pinned to one core and the server to another. Clients join with `?name=`, so the server must
+//! run without a passcode. Latency is measured by carrying the send time in the message text
+//! (`t=<microseconds>` since the generator started); sender and receivers share one clock.
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use smol::future::or;
+use smol::net::TcpStream;
+use smol::stream::StreamExt;
+use smol::{LocalExecutor, Timer};
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Longest any single step (a connection, a catch-up) may take before the run fails.
+const STEP: Duration = Duration::from_secs(60);
+/// Messages each sender may have on their way before it waits for its own echo.
+const WINDOW: usize = 16;
+
+/// What a fan-out run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Fanout {
+    /// Receiving clients (senders excluded).
+    pub receivers: usize,
+    /// Sending clients.
+    pub senders: usize,
+    /// Length of the measured interval.
+    pub seconds: f64,
+    /// Messages sent in the interval.
+    pub sent: u64,
+    /// Messages delivered to receivers in the interval.
+    pub delivered: u64,
+    /// Deliveries per second.
+    pub deliveries_per_s: f64,
+    /// Messages some receiver never got (after the end of the run, once queues drained).
+    pub lost: u64,
+    /// Delivery latency percentiles and maximum, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Worst delivery.
+    pub max_ms: f64,
+}
+
+/// How to drive senders.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// As fast as the server echoes: each sender keeps a window of messages in flight.
+    Flood,
+    /// This many messages per second in total, spread evenly.
+    Rate(f64),
+}
+
+/// The generator: a clock shared by all clients, and the server's address.
+pub struct LoadGen {
+    addr: SocketAddr,
+    epoch: Instant,
+    executor: Rc<LocalExecutor<'static>>,
+}
+
+impl LoadGen {
+    /// A generator for the server at `addr`.
+    pub fn new(addr: SocketAddr) -> LoadGen {
+        LoadGen {
+            addr,
+            epoch: Instant::now(),
+            executor: Rc::new(LocalExecutor::new()),
+        }
+    }
+
+    /// Runs `future` with this generator's tasks, on this thread.
+    pub fn run<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        smol::block_on(self.executor.run(future))
+    }
+
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Opens one client in `room` as `name` and waits for its own join.
+    pub async fn connect(&self, room: &str, name: &str) -> io::Result<Ws> {
+        let stream = TcpStream::connect(self.addr).await?;
+        let url = format!("ws://{}/ws/{room}?name={name}", self.addr);
+        let (mut ws, _) = async_tungstenite::client_async(url, stream)
+            .await
+            .map_err(io::Error::other)?;
+        loop {
+            match step(ws.next()).await? {
+                Some(Ok(Message::Text(text)))
+                    if text.contains(r#""type":"join""#)
+                        && text.contains(&format!(r#""name":"{name}""#)) =>
+                {
+                    return Ok(ws)
+                }
+                Some(Ok(_)) => {}
+                _ => return Err(io::Error::other("connection ended while joining")),
+            }
+        }
+    }
+
+    /// Opens `count` idle clients, `per_room` to a room, each read continuously by its own task
+    /// so announcements never pile up. Returns their tasks; dropping them closes the clients.
+    pub async fn idle(&self, count: usize, per_room: usize) -> io::Result<Vec<smol::Task<()>>> {
+        let mut tasks = Vec::with_capacity(count);
+        for n in 0..count {
+            let room = format!("idle-{}", n / per_room.max(1));
+            let mut ws = self.connect(&room, &format!("i{n}")).await?;
+            tasks.push(
+                self.executor
+                    .spawn(async move { while let Some(Ok(_)) = ws.next().await {} }),
+            );
+        }
+        Ok(tasks)
+    }
+
+    /// Fan-out: `receivers` read, `senders` send into one room for `duration`.
+    pub async fn fanout(
+        &self,
+        receivers: usize,
+        senders: usize,
+        duration: Duration,
+        pace: Pace,
+    ) -> io::Result<Fanout> {
+        let room = "fanout";
+        let stats = Rc::new(Receiving::default());
+        let mut readers = Vec::with_capacity(receivers);
+        for n in 0..receivers {
+            let ws = self.connect(room, &format!("r{n}")).await?;
+            readers.push(self.executor.spawn(receive(ws, stats.clone(), self.epoch)));
+        }
+        let mut sending = Vec::with_capacity(senders);
+        for n in 0..senders {
+            sending.push(self.connect(room, &format!("s{n}")).await?);
+        }
+
+        let sent = Rc::new(Cell::new(0u64));
+        let measure_from = self.micros();
+        stats.reset(measure_from);
+        let deadline = Instant::now() + duration;
+        let mut tasks = Vec::new();
+        for (n, ws) in sending.into_iter().enumerate() {
+            let per_sender = match pace {
+                Pace::Flood => None,
+                Pace::Rate(total) => Some(Duration::from_secs_f64(senders as f64 / total)),
+            };
+            let offset = per_sender.map(|p| p.mul_f64(n as f64 / senders as f64));
+            let sender = Sender {
+                name: format!("s{n}"),
+                deadline,
+                interval: per_sender,
+                offset: offset.unwrap_or_default(),
+                sent: sent.clone(),
+                epoch: self.epoch,
+            };
+            tasks.push(self.executor.spawn(sender.run(ws)));
+        }
+        // Senders stay connected until the end: closing a socket with echoes unread would
+        // reset it, and the reset could discard messages the server has not read yet.
+        let mut senders_done = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            senders_done.push(task.await?);
+        }
+        let seconds = (self.micros() - measure_from) as f64 / 1e6;
+        let total_sent = sent.get();
+        // Let the last deliveries arrive (bounded), then count what never did.
+        let expected = total_sent * receivers as u64;
+        let settle = Instant::now() + STEP;
+        while stats.delivered.get() < expected && Instant::now() < settle {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+        drop(readers);
+        drop(senders_done);
+        let mut latencies = stats.latencies.take();
+        latencies.sort_unstable();
+        let percentile = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let index = ((latencies.len() - 1) as f64 * p).round() as usize;
+            latencies[index] as f64 / 1000.0
+        };
+        let delivered = stats.delivered.get();
+        Ok(Fanout {
+            receivers,
+            senders,
+            seconds,
+            sent: total_sent,
+            delivered,
+            deliveries_per_s: delivered as f64 / seconds,
+            lost: expected.saturating_sub(delivered),
+            p50_ms: percentile(0.50),
+            p99_ms: percentile(0.99),
+            max_ms: percentile(1.0),
+        })
+    }
+}
+
+/// Fails a step that takes longer than [`STEP`].
+async fn step<T>(future: impl std::future::Future<Output = T>) -> io::Result<T> {
+    or(async { Ok(future.await) }, async {
+        Timer::after(STEP).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "a load step timed out",
+        ))
+    })
+    .await
+}
+
+/// What all receivers saw, shared on this thread.
+#[derive(Default)]
+struct Receiving {
+    delivered: Cell<u64>,
+    latencies: RefCell<Vec<u32>>,
+    since: Cell<u64>,
+}
+
+impl Receiving {
+    fn reset(&self, since: u64) {
+        self.since.set(since);
+        self.delivered.set(0);
+        self.latencies.borrow_mut().clear();
+    }
+}
+
+/// Reads frames, timing every message that carries a send time from the measured interval.
+async fn receive(mut ws: Ws, stats: Rc<Receiving>, epoch: Instant) {
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Some(sent) = sent_at(&text) else { continue };
+        if sent < stats.since.get() {
+            continue;
+        }
+        let now = epoch.elapsed().as_micros() as u64;
+        stats.delivered.set(stats.delivered.get() + 1);
+        stats
+            .latencies
+            .borrow_mut()
+            .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+    }
+}
+
+/// The send time in a message frame's text (`t=<micros>`), found without parsing the JSON.
+fn sent_at(frame: &str) -> Option<u64> {
+    let start = frame.find(r#""text":"t="#)? + 10;
+    let digits = frame[start..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    frame[start..start + digits].parse().ok()
+}
+
+/// One sending client.
+struct Sender {
+    name: String,
+    deadline: Instant,
+    /// `None`: flood, keeping [`WINDOW`] messages in flight.
+    interval: Option<Duration>,
+    offset: Duration,
+    sent: Rc<Cell<u64>>,
+    epoch: Instant,
+}
+
+impl Sender {
+    /// Sends until the deadline. A sender reads everything the room sends it (it is a member
+    /// too), counting its own echoes to keep its window.
+    async fn run(self, mut ws: Ws) -> io::Result<Ws> {
+        let own = format!(r#""name":"{}""#, self.name);
+        let mut in_flight = 0usize;
+        let mut next = Instant::now() + self.offset;
+        while Instant::now() < self.deadline {
+            if let Some(interval) = self.interval {
+                // Paced: read whatever has arrived, then wait for the next slot.
+                while let Some(Some(Ok(_))) = smol::future::poll_once(ws.next()).await {}
+                Timer::at(next).await;
+                next += interval;
+            } else {
+                while in_flight >= WINDOW {
+                    match step(ws.next()).await? {
+                        Some(Ok(Message::Text(text))) if text.contains(&own) => in_flight -= 1,
+                        Some(Ok(_)) => {}
+                        _ => return Err(io::Error::other("sender disconnected")),
+                    }
+                }
+            }
+            let text = format!(r#"{{"text":"t={}"}}"#, self.epoch.elapsed().as_micros());
+            ws.send(Message::text(text))
+                .await
+                .map_err(io::Error::other)?;
+            self.sent.set(self.sent.get() + 1);
+            in_flight += 1;
+        }
+        Ok(ws)
+    }
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS), from `/proc`.
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no VmRSS in /proc status"))
+}
+
+/// CPU time (user + system) of process `pid` in seconds, from `/proc`.
+pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
+        .split(' ')
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name and state.
+    Ok((ticks(11) + ticks(12)) as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_times_are_found_in_frames() {
+        let frame =
+            r#"{"type":"message","id":3,"room":"r","name":"s0","text":"t=123456","when":"x"}"#;
+        assert_eq!(sent_at(frame), Some(123_456));
+        assert_eq!(sent_at(r#"{"type":"join"}"#), None);
+    }
+
+    #[test]
+    fn own_memory_and_cpu_are_readable() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+    }
+}
