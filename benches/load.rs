@@ -12,7 +12,6 @@
 //! `--server PATH` picks another binary (default `target/release/smolchat`).
 
 use smolchat::loadgen::{self, LoadGen, Pace};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -66,44 +65,20 @@ impl Server {
             Command::new(&options.server)
         };
         let max = max_connections.to_string();
-        let mut child = command
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--data-dir",
-                "none",
-                "--threads",
-                "1",
-            ])
-            .args(["--max-connections", &max, "--log-level", "info"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (cargo build --release first)",
-                    options.server
-                )
-            });
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep reading so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("WARN") || line.contains("ERROR") {
-                    eprintln!("server: {line}");
-                }
-                let _ = tx.send(line);
-            }
+        command.args([
+            "--data-dir",
+            "none",
+            "--threads",
+            "1",
+            "--max-connections",
+            &max,
+        ]);
+        let (child, addr) = loadgen::spawn_server(command).unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (cargo build --release first)",
+                options.server
+            )
         });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the server did not start");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
         Server { child, addr }
     }
 

@@ -34,6 +34,9 @@ OPTIONS:
   --passcode-file FILE      read the passcode from the first line of FILE
   --secret-file FILE        key that signs session cookies [default: DIR/secret.key, made
                             at first start]
+  --memory-budget SIZE      derive max-connections, queue and history from a memory size
+                            such as 16MiB (flags given explicitly still win)
+  --self-test               measure this machine: start a server, load it, print figures
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
                             also SMOLCHAT_LOG]
@@ -105,6 +108,8 @@ pub enum Command {
     Help,
     /// Print the version.
     Version,
+    /// Run the built-in load measurement.
+    SelfTest,
 }
 
 /// A flag, config line or value that cannot be used, with where it came from.
@@ -120,7 +125,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 12] = [
+const VALUE_OPTIONS: [(&str, &str); 13] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -133,6 +138,7 @@ const VALUE_OPTIONS: [(&str, &str); 12] = [
     ("passcode", "--passcode"),
     ("passcode-file", "--passcode-file"),
     ("secret-file", "--secret-file"),
+    ("memory-budget", "--memory-budget"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -160,6 +166,9 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     }
     if args.contains(["-V", "--version"]) {
         return Ok(Command::Version);
+    }
+    if args.contains("--self-test") {
+        return Ok(Command::SelfTest);
     }
 
     let trace = args.contains("--trace");
@@ -190,6 +199,8 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     if let Some(path) = &config_file {
         settings.load_file(path)?;
     }
+    // The budget sets three options; any of them given explicitly still wins over it.
+    from_flags.sort_by_key(|(name, _)| *name != "memory-budget");
     // Repeatable options from the command line replace the file's list rather than extend it.
     if from_flags.iter().any(|(name, _)| *name == "allow-origin") {
         settings.config.allow_origins.clear();
@@ -276,6 +287,12 @@ impl Settings {
                 c.passcode = Some(parse_passcode(text.lines().next().unwrap_or(""))?);
             }
             "secret-file" => c.secret_file = Some(PathBuf::from(value)),
+            "memory-budget" => {
+                let budget = Budget::derive(parse_size(value)?)?;
+                c.max_connections = budget.max_connections;
+                c.queue = NonZeroUsize::new(budget.queue).expect("derive keeps it positive");
+                c.history = budget.history;
+            }
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
                     format!("'{value}' is not one of off, error, warn, info, debug, trace")
@@ -308,6 +325,78 @@ fn parse_count(value: &str, min: usize, max: usize) -> Result<NonZeroUsize, Stri
         return Err(format!("{n} is out of range {min}..={max}"));
     }
     NonZeroUsize::new(n).ok_or_else(|| "must not be zero".to_string())
+}
+
+/// Parses `16MiB`, `64M`, `1GiB`, `512KiB` or plain bytes.
+fn parse_size(value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("'{value}' is not a size like 16MiB"))?;
+    let unit: u64 = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{value}' is not a size like 16MiB")),
+    };
+    number
+        .checked_mul(unit)
+        .ok_or_else(|| format!("'{value}' is too large"))
+}
+
+/// What `--memory-budget` derives. The model, measured with `benches/load.rs` (BENCHMARKS.md):
+/// a fixed base, a cost per open connection, a cost per queued frame, a cost per kept message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Open WebSockets allowed.
+    pub max_connections: usize,
+    /// Frames queued per client.
+    pub queue: usize,
+    /// Messages kept per room.
+    pub history: usize,
+}
+
+impl Budget {
+    /// Resident memory of a started server, with allocator slack.
+    pub const BASE_BYTES: u64 = 2 << 20;
+    /// One idle WebSocket: buffers, tasks, channel, socket registration (measured ~12 KiB
+    /// with glibc, less with musl), rounded up.
+    pub const CONNECTION_BYTES: u64 = 16 << 10;
+    /// One queued frame: its queue slot and its share of the write buffer (the frame bytes
+    /// themselves are shared by every member).
+    pub const QUEUED_FRAME_BYTES: u64 = 256;
+    /// One kept message: the encoded frame and its ring slot.
+    pub const HISTORY_ENTRY_BYTES: u64 = 320;
+    /// Rooms whose history the budget makes room for.
+    pub const ROOMS: u64 = 16;
+    /// The smallest budget that leaves room for any chat.
+    pub const MINIMUM_BYTES: u64 = 4 << 20;
+
+    /// The limits that keep a server within `bytes`, every queue full and every ring full.
+    pub fn derive(bytes: u64) -> Result<Budget, String> {
+        if bytes < Self::MINIMUM_BYTES {
+            return Err(format!(
+                "a budget under {} MiB leaves no room to chat",
+                Self::MINIMUM_BYTES >> 20
+            ));
+        }
+        let spare = bytes - Self::BASE_BYTES;
+        // A tenth for history, in up to ROOMS rooms, 20 to 200 messages each.
+        let history = (spare / 10 / Self::ROOMS / Self::HISTORY_ENTRY_BYTES).clamp(20, 200);
+        let spare = spare - history * Self::ROOMS * Self::HISTORY_ENTRY_BYTES;
+        // Small budgets get short queues: a client 64 frames behind is too slow anyway.
+        let queue: u64 = if bytes >= 64 << 20 { 256 } else { 64 };
+        // A client's queue also holds its welcome and history replay.
+        let per_connection = Self::CONNECTION_BYTES + (queue + history) * Self::QUEUED_FRAME_BYTES;
+        let max_connections = (spare / per_connection).max(1);
+        Ok(Budget {
+            max_connections: max_connections as usize,
+            queue: queue as usize,
+            history: history as usize,
+        })
+    }
 }
 
 fn parse_passcode(value: &str) -> Result<String, String> {
@@ -426,6 +515,54 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot read"));
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512kib"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5TB").is_err());
+    }
+
+    #[test]
+    fn a_memory_budget_derives_the_limits_and_explicit_flags_win() {
+        let small = Budget::derive(16 << 20).unwrap();
+        let large = Budget::derive(256 << 20).unwrap();
+        assert!(
+            small.max_connections >= 100 && small.max_connections < large.max_connections,
+            "{small:?} {large:?}"
+        );
+        assert_eq!((small.queue, large.queue), (64, 256));
+        assert!(small.history >= 20 && large.history == 200);
+        // The model's worst case fits the budget.
+        for (bytes, b) in [(16u64 << 20, small), (256 << 20, large)] {
+            let worst = Budget::BASE_BYTES
+                + b.history as u64 * Budget::ROOMS * Budget::HISTORY_ENTRY_BYTES
+                + b.max_connections as u64
+                    * (Budget::CONNECTION_BYTES
+                        + (b.queue + b.history) as u64 * Budget::QUEUED_FRAME_BYTES);
+            assert!(worst <= bytes, "{b:?}");
+        }
+        assert!(Budget::derive(1 << 20).is_err());
+
+        let c = run(&["--memory-budget", "16MiB"]).unwrap();
+        assert_eq!(
+            (c.max_connections, c.queue.get(), c.history),
+            (small.max_connections, 64, small.history)
+        );
+        let c = run(&["--queue", "10", "--memory-budget", "16MiB"]).unwrap();
+        assert_eq!(
+            (c.max_connections, c.queue.get()),
+            (small.max_connections, 10)
+        );
+        assert!(run(&["--memory-budget", "1MiB"])
+            .unwrap_err()
+            .to_string()
+            .contains("no room"));
     }
 
     #[test]

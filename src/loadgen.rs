@@ -13,8 +13,9 @@ use smol::net::TcpStream;
 use smol::stream::StreamExt;
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
-use std::io;
+use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -302,6 +303,74 @@ impl Sender {
         }
         Ok(ws)
     }
+}
+
+/// Starts a server with `command` (which must not set `--addr` or `--log-level`), on an
+/// ephemeral loopback port, and returns it with its address once it listens. Its log is read
+/// (so it never blocks on a full pipe) and warnings are passed on to stderr.
+pub fn spawn_server(mut command: Command) -> io::Result<(Child, SocketAddr)> {
+    let mut child = command
+        .args(["--addr", "127.0.0.1:0", "--log-level", "info"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            } else if line.starts_with("WARN") || line.starts_with("ERROR") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    match rx.recv_timeout(STEP).map(|addr| addr.parse()) {
+        Ok(Ok(addr)) => Ok((child, addr)),
+        _ => {
+            let _ = child.kill();
+            Err(io::Error::other("the server did not start listening"))
+        }
+    }
+}
+
+/// `smolchat --self-test`: starts this binary as a server on loopback, opens idle clients and
+/// then a fan-out, and describes what this machine does.
+pub fn self_test() -> io::Result<String> {
+    const IDLE: usize = 500;
+    const RECEIVERS: usize = 200;
+    const SENDERS: usize = 2;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["--data-dir", "none", "--max-connections", "2000"]);
+    let (mut child, addr) = spawn_server(command)?;
+    let pid = child.id();
+    let generator = LoadGen::new(addr);
+    let report = generator.run(async {
+        let start_kib = rss_kib(pid)?;
+        let idle = generator.idle(IDLE, 100).await?;
+        let idle_kib = rss_kib(pid)?;
+        drop(idle);
+        let fanout = generator
+            .fanout(RECEIVERS, SENDERS, Duration::from_secs(3), Pace::Flood)
+            .await?;
+        let per_connection = (idle_kib.saturating_sub(start_kib) * 1024) / IDLE as u64;
+        io::Result::Ok(format!(
+            "server memory at start: {start_kib} KiB\n\
+             {IDLE} idle clients: {idle_kib} KiB, about {per_connection} bytes each\n\
+             fan-out, {RECEIVERS} receivers and {SENDERS} senders for {:.1} s: {:.0} messages/s, \
+             {:.0} deliveries/s, {} lost, latency p50 {:.1} ms, p99 {:.1} ms\n",
+            fanout.seconds,
+            fanout.sent as f64 / fanout.seconds,
+            fanout.deliveries_per_s,
+            fanout.lost,
+            fanout.p50_ms,
+            fanout.p99_ms,
+        ))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    report
 }
 
 /// Resident memory of process `pid` in KiB (VmRSS), from `/proc`.

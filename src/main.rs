@@ -26,6 +26,18 @@ fn main() -> ExitCode {
             println!("smolchat {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Command::SelfTest) => {
+            return match smolchat::loadgen::self_test() {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("smolchat: self-test failed: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Err(error) => {
             eprintln!("smolchat: {error} (see smolchat --help)");
             return ExitCode::from(USAGE_ERROR);

@@ -275,3 +275,49 @@ fn without_trace_stdout_stays_empty() {
     stdout.read_to_string(&mut text).unwrap();
     assert_eq!(text, "");
 }
+
+#[test]
+fn a_memory_budget_caps_connections_and_memory_stays_within_it() {
+    use async_tungstenite::tungstenite::Error as WsError;
+    let budget_bytes = 8u64 << 20;
+    let expected = smolchat::config::Budget::derive(budget_bytes).unwrap();
+    let server = Process::start(&["--memory-budget", "8MiB"]);
+    let rss = |pid: u32| smolchat::loadgen::rss_kib(pid).unwrap() * 1024;
+    let at_start = rss(server.pid());
+    let local = smol::LocalExecutor::new();
+    smol::block_on(local.run(async {
+        let mut speaker = join(server.addr, "room-0", "speaker").await;
+        // A flood of connections: every one joins and keeps reading, until the server refuses.
+        let mut readers = Vec::new();
+        let refused = loop {
+            let n = readers.len() + 1;
+            match try_ws(server.addr, &format!("/ws/room-{}?name=c{n}", n % 4)).await {
+                Ok(mut ws) => readers.push(local.spawn(async move {
+                    while let Some(Ok(_)) = smol::stream::StreamExt::next(&mut ws).await {}
+                })),
+                Err(WsError::Http(response)) => break response.status().as_u16(),
+                Err(other) => panic!("unexpected {other}"),
+            }
+            assert!(
+                readers.len() < expected.max_connections,
+                "the cap was not enforced"
+            );
+        };
+        assert_eq!(refused, 503);
+        assert_eq!(readers.len() + 1, expected.max_connections);
+        // Fill the room's history and keep the queues busy.
+        for n in 0..(expected.history + 50) {
+            say(&mut speaker, &format!("message {n} {}", "x".repeat(200))).await;
+            next_message(&mut speaker).await;
+        }
+    }));
+    // The model reserves BASE_BYTES for the started server (a release build starts at about
+    // 1.2 MiB, see BENCHMARKS.md); this debug build's own code pages, or an emulator, take more
+    // before any client arrives. What the clients and messages add must fit the rest.
+    let added = rss(server.pid()).saturating_sub(at_start);
+    let allowed = budget_bytes - smolchat::config::Budget::BASE_BYTES;
+    assert!(
+        added <= allowed,
+        "clients added {added} bytes; the budget leaves {allowed}"
+    );
+}
