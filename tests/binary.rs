@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -40,23 +40,7 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn smolchat");
-        let (tx, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = log
-                .recv_timeout(STEP)
-                .expect("no 'listening' line from smolchat");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
+        let (addr, log) = read_log(&mut child);
         Process { child, addr, log }
     }
 

@@ -220,25 +220,3 @@ fn kill_9_at_any_moment_leaves_a_readable_prefix() {
         child.wait().unwrap();
     }
 }
-
-/// Reads the address from the "listening" line; the rest of stderr comes through the channel.
-fn read_log(
-    child: &mut std::process::Child,
-) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, BufReader};
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(STEP).expect("no listening line");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            return (rest.split_whitespace().next().unwrap().parse().unwrap(), rx);
-        }
-    }
-}

@@ -36,6 +36,31 @@ pub fn smolchat() -> std::process::Command {
     }
 }
 
+/// Reads a started binary's stderr: returns the address from its "listening" line, and a
+/// channel with every line after it.
+pub fn read_log(
+    child: &mut std::process::Child,
+) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("stderr must be piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(STEP)
+            .expect("no 'listening' line from smolchat");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            return (rest.split_whitespace().next().unwrap().parse().unwrap(), rx);
+        }
+    }
+}
+
 /// Whether the binary runs under an emulator, which adds threads of its own.
 pub fn emulated() -> bool {
     std::env::var("SMOLCHAT_TEST_RUNNER").is_ok_and(|r| !r.is_empty())
