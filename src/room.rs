@@ -19,7 +19,7 @@ use crate::trace::Tracer;
 use async_channel::{Receiver, Sender};
 use smol::lock::Mutex;
 use smol::Executor;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,7 +27,8 @@ use std::time::SystemTime;
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
 const ROOM_EVENT_QUEUE: usize = 256;
-/// Histories of ended rooms kept in memory when there is no store; the oldest go first.
+/// Histories of ended rooms kept in memory, the longest-ended forgotten first. With a store,
+/// a forgotten history is read back from disk (long flushed by then); without, it is gone.
 const DORMANT_ROOMS: usize = 256;
 
 /// Identifies one connection in its room.
@@ -94,8 +95,9 @@ struct RoomEntry {
 
 struct Shared {
     rooms: Mutex<HashMap<String, RoomEntry>>,
-    /// Histories of ended rooms, when there is no store, with the order they ended in.
-    dormant: std::sync::Mutex<(HashMap<String, Ring>, u64)>,
+    /// Histories of ended rooms, in the order they ended. Kept even with a store: the disk may
+    /// still be a flush behind when someone comes back a moment later.
+    dormant: std::sync::Mutex<VecDeque<(String, Ring)>>,
     next_client: AtomicU64,
     history: usize,
     store: Option<Arc<Store>>,
@@ -125,7 +127,7 @@ impl Registry {
         Registry {
             shared: Arc::new(Shared {
                 rooms: Mutex::new(HashMap::new()),
-                dormant: std::sync::Mutex::new((HashMap::new(), 0)),
+                dormant: std::sync::Mutex::new(VecDeque::new()),
                 next_client: AtomicU64::new(1),
                 history,
                 store,
@@ -275,10 +277,11 @@ impl Room {
 
     /// The room's history from before: kept in memory, or read from the store.
     fn recall(name: &str, shared: &Shared) -> Ring {
-        let dormant = shared.dormant.lock().expect("dormant lock").0.remove(name);
-        if let Some(ring) = dormant {
-            return ring;
+        let mut dormant = shared.dormant.lock().expect("dormant lock");
+        if let Some(at) = dormant.iter().position(|(room, _)| room == name) {
+            return dormant.remove(at).expect("found just now").1;
         }
+        drop(dormant);
         let entries: Vec<Entry> = match &shared.store {
             Some(store) => store.load(name).unwrap_or_else(|e| {
                 log::error!("room {name}: history not loaded: {e}");
@@ -325,21 +328,13 @@ impl Room {
         }
         rooms.remove(&self.name);
         self.shared.stats.room_closed();
-        if self.shared.store.is_none() && self.history.last_id() > 0 {
+        if self.history.last_id() > 0 {
+            // Still under the registry lock: a room started for this name after us finds it.
             let history = std::mem::replace(&mut self.history, Ring::new(0));
             let mut dormant = self.shared.dormant.lock().expect("dormant lock");
-            let (rooms, ended) = &mut *dormant;
-            *ended += 1;
-            rooms.insert(self.name.clone(), history);
-            if rooms.len() > DORMANT_ROOMS {
-                // Forget the room with the least history: the cheapest loss.
-                if let Some(smallest) = rooms
-                    .iter()
-                    .min_by_key(|(_, ring)| ring.last_id())
-                    .map(|(n, _)| n.clone())
-                {
-                    rooms.remove(&smallest);
-                }
+            dormant.push_back((self.name.clone(), history));
+            if dormant.len() > DORMANT_ROOMS {
+                dormant.pop_front();
             }
         }
         true
@@ -835,6 +830,32 @@ mod tests {
             next_json(&bob).await; // own join
             bob.member.say("after".into()).await;
             assert_eq!(next_json(&bob).await["id"], 2);
+        });
+    }
+
+    #[test]
+    fn a_room_that_empties_and_refills_within_a_flush_keeps_its_ids() {
+        with_executor(|ex| async move {
+            let dir = std::env::temp_dir().join(format!("smolchat-room-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let stats = Arc::new(Stats::default());
+            let store = Arc::new(Store::open(&dir, 10, stats.clone()).unwrap());
+            let tracer = Arc::new(Tracer::off());
+            let registry = Registry::new(ex.clone(), stats.clone(), tracer, 10, Some(store));
+            let ann = join(&registry, "lobby", "ann", 8).await;
+            ann.member.say("unflushed".into()).await;
+            let frames = ann.frames.clone();
+            ann.member.leave().await;
+            while frames.recv().await.is_ok() {}
+            while stats.snapshot().rooms != 0 {
+                smol::future::yield_now().await;
+            }
+            // Back well within the one-second flush: the disk may not have it yet.
+            let bob = try_join(&registry, "lobby", "bob", someone(), None, 8)
+                .await
+                .unwrap();
+            assert_eq!(next_json(&bob).await["last_id"], 1);
+            assert_eq!(next_json(&bob).await["text"], "unflushed");
         });
     }
 
