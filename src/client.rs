@@ -115,25 +115,12 @@ pub async fn serve<S>(
         since: client.since,
         outbox,
     };
-    let member = match registry.join(request).await {
+    // Cold paths are boxed: an async fn's state is as large as its largest await point, and
+    // this state lives as long as the connection, so joining and closing must not size it.
+    let member = match Box::pin(registry.join(request)).await {
         Ok(member) => member,
         Err(JoinError::NameTaken) => {
-            log::info!(
-                "{}: {} is taken in room {}",
-                client.peer,
-                client.name,
-                client.room
-            );
-            let frame = CloseFrame {
-                code: CloseCode::from(NAME_TAKEN),
-                reason: Utf8Bytes::from_static("that name is taken in this room"),
-            };
-            let _ = or(async { ws.close(Some(frame)).await.map_err(drop) }, async {
-                Timer::after(CLOSE_TIMEOUT).await;
-                Err(())
-            })
-            .await;
-            drain(ws.get_mut()).await;
+            Box::pin(refuse_name(ws, &client)).await;
             drop(lease);
             return;
         }
@@ -153,7 +140,47 @@ pub async fn serve<S>(
         async { Ended::Writer((&mut writer).await) },
     )
     .await;
+    Box::pin(finish(first, stop_tx, member, writer, stream, &client)).await;
+    log::debug!("{}: {} left room {}", client.peer, client.name, client.room);
+    drop(lease);
+}
 
+/// Closes a client whose name is taken in the room, with [`NAME_TAKEN`].
+async fn refuse_name<S>(mut ws: WebSocketStream<S>, client: &Client)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    log::info!(
+        "{}: {} is taken in room {}",
+        client.peer,
+        client.name,
+        client.room
+    );
+    let frame = CloseFrame {
+        code: CloseCode::from(NAME_TAKEN),
+        reason: Utf8Bytes::from_static("that name is taken in this room"),
+    };
+    let _ = or(async { ws.close(Some(frame)).await.map_err(drop) }, async {
+        Timer::after(CLOSE_TIMEOUT).await;
+        Err(())
+    })
+    .await;
+    drain(ws.get_mut()).await;
+}
+
+/// Ends a connection once one half has finished: the writer sends its close frame (told by
+/// the reader first, then the room hears the leave), and the socket is drained or lingers
+/// briefly for the client's answer.
+async fn finish<S>(
+    first: Ended<S>,
+    stop_tx: async_channel::Sender<Close>,
+    member: Member,
+    writer: smol::Task<WebSocketSender<S>>,
+    mut stream: WebSocketReceiver<S>,
+    client: &Client,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match first {
         Ended::Reader(close) => {
             if let Some((code, reason)) = close {
@@ -185,8 +212,6 @@ pub async fn serve<S>(
             .await;
         }
     }
-    log::debug!("{}: {} left room {}", client.peer, client.name, client.room);
-    drop(lease);
 }
 
 /// Which half of the connection finished first.
@@ -389,7 +414,8 @@ fn text_message(frame: Encoded) -> Message {
 /// Reads and discards what a misbehaving client still sends, so that closing our end does not
 /// reset the connection before it has read our close frame. Bounded in time and bytes.
 async fn drain<S: AsyncRead + Unpin>(socket: &mut S) {
-    let mut scratch = [0u8; 1024];
+    // On the heap: an array here would sit in every connection's task for its whole life.
+    let mut scratch = vec![0u8; 1024];
     let mut left = DRAIN_LIMIT_BYTES;
     let _ = or(
         async {

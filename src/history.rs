@@ -60,7 +60,8 @@ impl Ring {
     /// An empty ring keeping `capacity` messages.
     pub fn new(capacity: usize) -> Ring {
         Ring {
-            entries: VecDeque::with_capacity(capacity.min(64)),
+            // Grows as messages arrive: most rooms never fill their ring.
+            entries: VecDeque::new(),
             capacity,
             last_id: 0,
         }

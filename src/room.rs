@@ -26,7 +26,8 @@ use std::time::SystemTime;
 
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
-const ROOM_EVENT_QUEUE: usize = 256;
+/// The channel allocates every slot up front, so this is also a per-room memory cost.
+const ROOM_EVENT_QUEUE: usize = 64;
 /// Histories of ended rooms kept in memory, the longest-ended forgotten first. With a store,
 /// a forgotten history is read back from disk (long flushed by then); without, it is gone.
 const DORMANT_ROOMS: usize = 256;
@@ -68,16 +69,20 @@ pub enum JoinError {
 
 /// What a room's loop receives.
 enum Event {
-    /// A client enters the room; the room answers on `reply`.
-    Join {
-        id: ClientId,
-        request: JoinRequest,
-        reply: Sender<Result<(), JoinError>>,
-    },
+    /// A client enters the room; the room answers on `reply`. Boxed: it is far larger than
+    /// the other events, and every slot of the room's channel is the size of the largest.
+    Join(Box<Joining>),
     /// A client leaves the room.
     Leave { id: ClientId },
     /// A client says something; the room stamps it and broadcasts it.
     Forward { id: ClientId, text: String },
+}
+
+/// A join on its way to the room.
+struct Joining {
+    id: ClientId,
+    request: JoinRequest,
+    reply: Sender<Result<(), JoinError>>,
 }
 
 /// Starts rooms on demand and hands out memberships.
@@ -163,13 +168,12 @@ impl Registry {
             }
         };
         // The room ends only under this lock, so it is alive to receive this join.
-        let _ = events
-            .send(Event::Join {
-                id,
-                request,
-                reply: reply_tx,
-            })
-            .await;
+        let joining = Joining {
+            id,
+            request,
+            reply: reply_tx,
+        };
+        let _ = events.send(Event::Join(Box::new(joining))).await;
         drop(rooms);
         match reply.recv().await {
             Ok(Ok(())) => Ok(Member {
@@ -301,7 +305,8 @@ impl Room {
         );
         while let Ok(event) = inbox.recv().await {
             match event {
-                Event::Join { id, request, reply } => {
+                Event::Join(joining) => {
+                    let Joining { id, request, reply } = *joining;
                     let _ = reply.try_send(self.join(id, request));
                 }
                 Event::Leave { id } => self.leave(id),
