@@ -8,9 +8,9 @@
 //! nothing but its own connection, and only briefly.
 
 use crate::message::{inbound_text, Encoded};
+use crate::queue::{Next, Queue};
 use crate::room::{JoinError, JoinRequest, Member, Outbox, Registry};
 use crate::shutdown;
-use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -20,6 +20,8 @@ use smol::future::or;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes tungstenite reads from the socket at a time (its default is 128 KiB). Every connection
@@ -29,8 +31,6 @@ const READ_BUFFER_BYTES: usize = 512;
 /// Bytes of frames buffered before tungstenite writes them out; a flush writes the rest. The
 /// buffer keeps its largest size, so this bounds what an idle connection holds after a burst.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
-/// Most frames written between two flushes.
-const MAX_BATCH: usize = 256;
 /// Longest a close handshake, or draining a misbehaving client, may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded from a client after closing it for a protocol error.
@@ -95,17 +95,14 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut ws = ws;
-    let (frames_tx, frames) = async_channel::unbounded();
-    let (stop_tx, stop) = async_channel::bounded::<Close>(1);
-    let kick = stop_tx.clone();
+    let queue: Arc<Queue<Close>> = Arc::default();
+    let kick = queue.clone();
     let outbox = Outbox {
-        frames: frames_tx,
+        frames: queue.clone(),
         // Room for the welcome, the history replay and the live queue.
         limit: limits.queue + limits.history + 1,
-        // Ignored if full: the writer is already stopping for another reason.
         kick: Box::new(move || {
-            let _ = kick.try_send(Some((CloseCode::Policy, "too slow: message queue full")));
+            kick.stop(Some((CloseCode::Policy, "too slow: message queue full")))
         }),
     };
     let request = JoinRequest {
@@ -134,13 +131,15 @@ pub async fn serve<S>(
         member.id()
     );
 
-    let mut writer = executor.spawn(write(sink, frames, stop, shutdown, limits.ping_interval));
+    let mut writer = executor.spawn(write(sink, queue.clone(), shutdown, limits.ping_interval));
     let first = or(
         async { Ended::Reader(read(&mut stream, &member, &limits).await) },
         async { Ended::Writer((&mut writer).await) },
     )
     .await;
-    Box::pin(finish(first, stop_tx, member, writer, stream, &client)).await;
+    Box::pin(finish(first, &queue, member, writer, stream, &client)).await;
+    // Whatever the room still sends has nowhere to go: its next push removes us if need be.
+    queue.close();
     log::debug!("{}: {} left room {}", client.peer, client.name, client.room);
     drop(lease);
 }
@@ -173,7 +172,7 @@ where
 /// briefly for the client's answer.
 async fn finish<S>(
     first: Ended<S>,
-    stop_tx: async_channel::Sender<Close>,
+    queue: &Queue<Close>,
     member: Member,
     writer: smol::Task<WebSocketSender<S>>,
     mut stream: WebSocketReceiver<S>,
@@ -189,8 +188,8 @@ async fn finish<S>(
             let initiated = close.is_some();
             // First tell the writer, then leave: leaving closes the frame queue, and the writer
             // must already know which close frame that means.
-            // Ignored if full: the room's kick got there first, with its own close frame.
-            let _ = stop_tx.try_send(close);
+            // If the room's kick got there first, its close frame wins.
+            queue.stop(close);
             member.leave().await;
             let sink = writer.await;
             if initiated {
@@ -280,7 +279,7 @@ fn close_for(error: &WsError, limits: &Limits) -> Close {
 
 /// What woke the writer.
 enum Wake {
-    Frame(Encoded),
+    Frames(VecDeque<Encoded>),
     Ping,
     Stop(Close),
 }
@@ -292,11 +291,10 @@ enum Step {
     Broken,
 }
 
-/// Drains the queue in batches (one flush each), pings, and sends the final close frame.
+/// Sends whatever is queued (one flush per batch), pings, and sends the final close frame.
 async fn write<S>(
     mut sink: WebSocketSender<S>,
-    frames: Receiver<Encoded>,
-    stop: Receiver<Close>,
+    queue: Arc<Queue<Close>>,
     shutdown: shutdown::Signal,
     ping_interval: Duration,
 ) -> WebSocketSender<S>
@@ -306,13 +304,17 @@ where
     let mut ping = Timer::interval(ping_interval);
     let close = loop {
         let wake = or(
-            async { Wake::Stop(stopped(&stop, &shutdown).await) },
+            async {
+                shutdown.wait().await;
+                Wake::Stop(GOING_AWAY)
+            },
             or(
                 async {
-                    match frames.recv().await {
-                        Ok(frame) => Wake::Frame(frame),
+                    match queue.next().await {
+                        Next::Frames(batch) => Wake::Frames(batch),
+                        Next::Stop(close) => Wake::Stop(close),
                         // The room let go of us; the reader or the kick has said why already.
-                        Err(_) => Wake::Stop(None),
+                        Next::Closed => Wake::Stop(None),
                     }
                 },
                 async {
@@ -324,16 +326,10 @@ where
         .await;
         let step = match wake {
             Wake::Stop(close) => break close,
-            Wake::Frame(first) => {
-                guarded(&stop, &shutdown, send_batch(&mut sink, first, &frames)).await
-            }
+            Wake::Frames(batch) => guarded(&queue, &shutdown, send_batch(&mut sink, batch)).await,
             Wake::Ping => {
-                guarded(
-                    &stop,
-                    &shutdown,
-                    sink.send(Message::Ping(Default::default())),
-                )
-                .await
+                let ping = sink.send(Message::Ping(Default::default()));
+                guarded(&queue, &shutdown, ping).await
             }
         };
         match step {
@@ -360,22 +356,23 @@ where
     sink
 }
 
-/// Completes with the close frame to send once the reader, the room or the server says stop.
-async fn stopped(stop: &Receiver<Close>, shutdown: &shutdown::Signal) -> Close {
-    or(async { stop.recv().await.unwrap_or(None) }, async {
-        shutdown.wait().await;
-        Some((CloseCode::Away, "server shutting down"))
-    })
-    .await
-}
+/// The close frame for a server shutdown.
+const GOING_AWAY: Close = Some((CloseCode::Away, "server shutting down"));
 
 /// Runs one write, abandoning it if told to stop meanwhile (a stalled socket never finishes).
 async fn guarded(
-    stop: &Receiver<Close>,
+    queue: &Queue<Close>,
     shutdown: &shutdown::Signal,
     write: impl std::future::Future<Output = Result<(), WsError>>,
 ) -> Step {
-    or(async { Step::Stop(stopped(stop, shutdown).await) }, async {
+    let stopped = async {
+        let word = or(async { queue.stopped().await.unwrap_or(None) }, async {
+            shutdown.wait().await;
+            GOING_AWAY
+        });
+        Step::Stop(word.await)
+    };
+    or(stopped, async {
         match write.await {
             Ok(()) => Step::Done,
             Err(_) => Step::Broken,
@@ -384,22 +381,16 @@ async fn guarded(
     .await
 }
 
-/// Feeds `first` and whatever else is queued right now, then flushes once.
+/// Feeds a batch of frames, then flushes once.
 async fn send_batch<S>(
     sink: &mut WebSocketSender<S>,
-    first: Encoded,
-    frames: &Receiver<Encoded>,
+    batch: VecDeque<Encoded>,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    sink.feed(text_message(first)).await?;
-    // Bounded so a busy room cannot keep one writer from ever flushing.
-    for _ in 1..MAX_BATCH {
-        match frames.try_recv() {
-            Ok(frame) => sink.feed(text_message(frame)).await?,
-            Err(_) => break,
-        }
+    for frame in batch {
+        sink.feed(text_message(frame)).await?;
     }
     sink.flush().await
 }

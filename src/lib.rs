@@ -24,6 +24,7 @@ mod history;
 mod http;
 pub mod loadgen;
 mod message;
+mod queue;
 mod room;
 pub mod server;
 mod session;

@@ -14,6 +14,7 @@
 
 use crate::history::{Entry, Ring, Store};
 use crate::message::{timestamp, Encoded, Outbound};
+use crate::queue::{FrameSink, Pushed};
 use crate::stats::Stats;
 use crate::trace::Tracer;
 use async_channel::{Receiver, Sender};
@@ -35,15 +36,21 @@ const DORMANT_ROOMS: usize = 256;
 /// Identifies one connection in its room.
 pub type ClientId = u64;
 
-/// How a room reaches one member.
+/// How a room reaches one member. Dropping it (the member left or was dropped) closes the
+/// member's queue, which tells its writer.
 pub struct Outbox {
-    /// The member's queue of encoded frames. Unbounded as a channel, so an idle client holds
-    /// no preallocated slots; the room alone sends to it and enforces `limit`.
-    pub frames: Sender<Encoded>,
+    /// The member's queue of encoded frames; the room alone pushes to it.
+    pub frames: Arc<dyn FrameSink>,
     /// Frames queued before the member counts as too slow.
     pub limit: usize,
     /// Tells the member's connection to close because it fell too far behind.
     pub kick: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.frames.close();
+    }
 }
 
 /// Who wants to join, and what they already have.
@@ -396,7 +403,9 @@ impl Room {
         .encode();
         // The queue has room for the whole history on top of its live share (see client.rs).
         for frame in std::iter::once(&welcome).chain(replay.entries.iter().map(|e| &e.frame)) {
-            let _ = seat.outbox.frames.try_send(frame.clone());
+            seat.outbox
+                .frames
+                .push_within(frame.clone(), seat.outbox.limit);
         }
 
         let when = timestamp(SystemTime::now());
@@ -411,7 +420,7 @@ impl Room {
             self.broadcast(frame, Delivery::Spare);
         } else {
             // Another tab of someone already here: only this tab hears of it.
-            let _ = seat.outbox.frames.try_send(frame);
+            seat.outbox.frames.push_within(frame, seat.outbox.limit);
         }
         Ok(())
     }
@@ -506,25 +515,30 @@ impl Room {
                 seat.stale = true;
                 return true;
             }
-            if queued >= limit {
-                log::warn!(
-                    "room {room}: dropping {}: {queued} messages queued, too slow",
-                    seat.name
-                );
-                (seat.outbox.kick)();
-                stats.dropped();
-                departed.push(seat.name.clone());
-                return false;
+            match queue.push_within(frame.clone(), limit) {
+                Pushed::Queued(_) => {
+                    if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
+                        let pushed = queue.push_within(list.clone(), limit);
+                        seat.stale = !matches!(pushed, Pushed::Queued(_));
+                    }
+                    true
+                }
+                Pushed::Full => {
+                    log::warn!(
+                        "room {room}: dropping {}: {queued} messages queued, too slow",
+                        seat.name
+                    );
+                    (seat.outbox.kick)();
+                    stats.dropped();
+                    departed.push(seat.name.clone());
+                    false
+                }
+                Pushed::Closed => {
+                    // The connection is gone without a Leave reaching us.
+                    departed.push(seat.name.clone());
+                    false
+                }
             }
-            if queue.try_send(frame.clone()).is_err() {
-                // Closed: the connection is gone without a Leave reaching us.
-                departed.push(seat.name.clone());
-                return false;
-            }
-            if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
-                seat.stale = queue.try_send(list.clone()).is_err();
-            }
-            true
         });
         self.pressed = pressed;
         departed
@@ -534,12 +548,52 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{Next, Queue};
     use std::sync::atomic::AtomicBool;
 
     struct TestClient {
         member: Member,
-        frames: Receiver<Encoded>,
+        frames: Frames,
         kicked: Arc<AtomicBool>,
+    }
+
+    /// A member's queue read one frame at a time, as the tests want it.
+    #[derive(Clone, Default)]
+    struct Frames {
+        queue: Arc<Queue<()>>,
+        taken: Arc<std::sync::Mutex<VecDeque<Encoded>>>,
+    }
+
+    impl Frames {
+        /// The next frame; `Err` once the room closed the queue and it is empty.
+        async fn recv(&self) -> Result<Encoded, ()> {
+            loop {
+                if let Some(frame) = self.taken.lock().unwrap().pop_front() {
+                    return Ok(frame);
+                }
+                match self.queue.next().await {
+                    Next::Frames(batch) => *self.taken.lock().unwrap() = batch,
+                    Next::Stop(()) => {}
+                    Next::Closed => return Err(()),
+                }
+            }
+        }
+
+        fn try_recv(&self) -> Result<Encoded, ()> {
+            let mut taken = self.taken.lock().unwrap();
+            if taken.is_empty() {
+                *taken = self.queue.take_now();
+            }
+            taken.pop_front().ok_or(())
+        }
+
+        fn len(&self) -> usize {
+            self.taken.lock().unwrap().len() + self.queue.len()
+        }
+
+        fn is_closed(&self) -> bool {
+            self.queue.is_closed()
+        }
     }
 
     fn registry(executor: &Arc<Executor<'static>>) -> (Registry, Arc<Stats>) {
@@ -563,11 +617,11 @@ mod tests {
         since: Option<u64>,
         queue: usize,
     ) -> Result<TestClient, JoinError> {
-        let (tx, frames) = async_channel::unbounded();
+        let frames = Frames::default();
         let kicked = Arc::new(AtomicBool::new(false));
         let flag = kicked.clone();
         let outbox = Outbox {
-            frames: tx,
+            frames: frames.queue.clone(),
             limit: queue,
             kick: Box::new(move || flag.store(true, Ordering::SeqCst)),
         };
@@ -912,7 +966,7 @@ mod tests {
                 .await
                 .unwrap();
             let others: Vec<TestClient> = join_all(&registry, &["a", "b", "c"]).await;
-            let kinds = |frames: &Receiver<Encoded>| -> Vec<String> {
+            let kinds = |frames: &Frames| -> Vec<String> {
                 std::iter::from_fn(|| frames.try_recv().ok())
                     .map(|f| {
                         serde_json::from_slice::<serde_json::Value>(f.bytes()).unwrap()["type"]
