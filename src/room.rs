@@ -3,8 +3,8 @@
 //! ordered channel).
 //!
 //! The room never waits for a client. Each broadcast is encoded once and offered to every
-//! member's bounded queue with `try_send`; a member whose queue is full is too slow: it is
-//! kicked (its connection is told to close) and removed, and the others carry on.
+//! member's queue without waiting, within the queue's bound; a member whose queue is full is
+//! too slow: it is kicked (its connection is told to close) and removed, and the others go on.
 //!
 //! The [`Registry`] maps names to running rooms. It starts a room's task on the first join and
 //! the task removes itself when its last member leaves. Joins are sent while the registry lock is
@@ -492,7 +492,8 @@ impl Room {
         }
     }
 
-    /// `try_send`s a clone of `frame` to every member; returns the names of those removed.
+    /// Pushes a clone of `frame` to every member, never waiting; returns the names of those
+    /// removed.
     /// Members owed a presence list get it once their queue is below half again.
     fn offer(&mut self, frame: &Encoded, delivery: Delivery) -> Vec<String> {
         let mut departed = Vec::new();
