@@ -869,19 +869,24 @@ mod tests {
         });
     }
 
+    /// The last member leaves; returns once the room's task has ended.
+    async fn leave_last(client: TestClient, stats: &Stats) {
+        let frames = client.frames.clone();
+        client.member.leave().await;
+        while frames.recv().await.is_ok() {}
+        // The room task is gone once its count is: it ends right after dropping the queue.
+        while stats.snapshot().rooms != 0 {
+            smol::future::yield_now().await;
+        }
+    }
+
     #[test]
     fn an_emptied_room_keeps_its_history_and_ids() {
         with_executor(|ex| async move {
             let (registry, stats) = registry(&ex);
             let ann = join(&registry, "lobby", "ann", 8).await;
             ann.member.say("before".into()).await;
-            let frames = ann.frames.clone();
-            ann.member.leave().await;
-            while frames.recv().await.is_ok() {}
-            // Wait for the room task to be gone, through its published count.
-            while stats.snapshot().rooms != 0 {
-                smol::future::yield_now().await;
-            }
+            leave_last(ann, &stats).await;
             let bob = try_join(&registry, "lobby", "bob", someone(), None, 8)
                 .await
                 .unwrap();
@@ -904,12 +909,7 @@ mod tests {
             let registry = Registry::new(ex.clone(), stats.clone(), tracer, 10, Some(store));
             let ann = join(&registry, "lobby", "ann", 8).await;
             ann.member.say("unflushed".into()).await;
-            let frames = ann.frames.clone();
-            ann.member.leave().await;
-            while frames.recv().await.is_ok() {}
-            while stats.snapshot().rooms != 0 {
-                smol::future::yield_now().await;
-            }
+            leave_last(ann, &stats).await;
             // Back well within the one-second flush: the disk may not have it yet.
             let bob = try_join(&registry, "lobby", "bob", someone(), None, 8)
                 .await
