@@ -302,24 +302,26 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut ping = Timer::interval(ping_interval);
+    // Made once: a fresh wait per wake-up would register (and allocate) a listener every time.
+    let mut shutting_down = std::pin::pin!(shutdown.wait());
     let close = loop {
         let wake = or(
             async {
-                shutdown.wait().await;
-                Wake::Stop(GOING_AWAY)
+                match queue.next().await {
+                    Next::Frames(batch) => Wake::Frames(batch),
+                    Next::Stop(close) => Wake::Stop(close),
+                    // The room let go of us; the reader or the kick has said why already.
+                    Next::Closed => Wake::Stop(None),
+                }
             },
             or(
                 async {
-                    match queue.next().await {
-                        Next::Frames(batch) => Wake::Frames(batch),
-                        Next::Stop(close) => Wake::Stop(close),
-                        // The room let go of us; the reader or the kick has said why already.
-                        Next::Closed => Wake::Stop(None),
-                    }
-                },
-                async {
                     ping.next().await;
                     Wake::Ping
+                },
+                async {
+                    shutting_down.as_mut().await;
+                    Wake::Stop(GOING_AWAY)
                 },
             ),
         )
@@ -365,6 +367,18 @@ async fn guarded(
     shutdown: &shutdown::Signal,
     write: impl std::future::Future<Output = Result<(), WsError>>,
 ) -> Step {
+    let mut write = std::pin::pin!(async {
+        match write.await {
+            Ok(()) => Step::Done,
+            Err(_) => Step::Broken,
+        }
+    });
+    // Most writes finish at once (the socket has room). Only one that must wait is raced
+    // against the stop signals, whose listeners cost an allocation each; a stop word that
+    // arrived meanwhile is read first thing by the writer's next wait.
+    if let Some(step) = smol::future::poll_once(write.as_mut()).await {
+        return step;
+    }
     let stopped = async {
         let word = or(async { queue.stopped().await.unwrap_or(None) }, async {
             shutdown.wait().await;
@@ -372,13 +386,7 @@ async fn guarded(
         });
         Step::Stop(word.await)
     };
-    or(stopped, async {
-        match write.await {
-            Ok(()) => Step::Done,
-            Err(_) => Step::Broken,
-        }
-    })
-    .await
+    or(stopped, write).await
 }
 
 /// Feeds a batch of frames, then flushes once.
