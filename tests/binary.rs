@@ -25,15 +25,8 @@ struct Process {
 impl Process {
     /// Starts the binary on 127.0.0.1:0 and reads the address from its "listening" log line.
     fn start(extra: &[&str]) -> Process {
-        let mut child = smolchat()
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-                "--data-dir",
-                "none",
-            ])
+        let mut child = smolchat_on_loopback()
+            .args(["--data-dir", "none"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -162,16 +162,8 @@ fn kill_9_at_any_moment_leaves_a_readable_prefix() {
     // The newest id known to be on disk (flushed), and the newest id ever handed out.
     let (mut durable, mut handed_out) = (0, 0);
     for round in 0..3 {
-        let mut child = smolchat()
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-                "--log-level",
-                "debug",
-                "--data-dir",
-            ])
+        let mut child = smolchat_on_loopback()
+            .args(["--log-level", "debug", "--data-dir"])
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

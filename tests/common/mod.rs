@@ -36,6 +36,13 @@ pub fn smolchat() -> std::process::Command {
     }
 }
 
+/// [`smolchat`] on an ephemeral loopback port with two threads, the way the tests run it.
+pub fn smolchat_on_loopback() -> std::process::Command {
+    let mut command = smolchat();
+    command.args(["--addr", "127.0.0.1:0", "--threads", "2"]);
+    command
+}
+
 /// Reads a started binary's stderr: returns the address from its "listening" line, and a
 /// channel with every line after it.
 pub fn read_log(
