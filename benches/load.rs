@@ -7,7 +7,10 @@
 //! cargo bench --bench load -- fanout --receivers 1000 --senders 4 --seconds 5 --runs 3 --pin
 //! cargo bench --bench load -- latency --receivers 1000 --rate 20 --seconds 10 --runs 3 --pin
 //! cargo bench --bench load -- slow --receivers 100 --senders 4 --seconds 5 --runs 3 --pin
+//! cargo bench --bench load -- floor --receivers 1000 --rate 20 --seconds 10 --runs 3 --pin
 //! ```
+//! `floor` is the latency run against [`smolchat::loadgen::floor`] instead of smolchat: what
+//! the same fan-out costs with nothing but a poller and a `write` per client.
 //! `--pin` puts the server on core 0 and this generator on core 1 (with `taskset`);
 //! `--server PATH` picks another binary (default `target/release/smolchat`).
 
@@ -57,22 +60,35 @@ struct Server {
 
 impl Server {
     fn start(options: &Options, max_connections: usize) -> Server {
+        let floor = options.mode == "floor";
+        let program = if floor {
+            std::env::current_exe()
+                .expect("own path")
+                .display()
+                .to_string()
+        } else {
+            options.server.clone()
+        };
         let mut command = if options.pin {
             let mut c = Command::new("taskset");
-            c.args(["-c", "0", &options.server]);
+            c.args(["-c", "0", &program]);
             c
         } else {
-            Command::new(&options.server)
+            Command::new(&program)
         };
-        let max = max_connections.to_string();
-        command.args([
-            "--data-dir",
-            "none",
-            "--threads",
-            "1",
-            "--max-connections",
-            &max,
-        ]);
+        if floor {
+            command.arg(FLOOR_SERVER);
+        } else {
+            let max = max_connections.to_string();
+            command.args([
+                "--data-dir",
+                "none",
+                "--threads",
+                "1",
+                "--max-connections",
+                &max,
+            ]);
+        }
         let (child, addr) = loadgen::spawn_server(command).unwrap_or_else(|e| {
             panic!(
                 "cannot start {}: {e} (cargo build --release first)",
@@ -102,7 +118,32 @@ fn pin_self() {
     assert!(status.is_ok_and(|s| s.success()), "taskset failed");
 }
 
+/// The argument that makes this program the floor server (started by the `floor` mode).
+const FLOOR_SERVER: &str = "floor-server";
+
+/// This program as the floor server: `floor-server --addr ADDR ...`, announcing its address
+/// the way smolchat does so that [`loadgen::spawn_server`] finds it.
+fn floor_server() -> ! {
+    let mut args = pico_args::Arguments::from_env();
+    let addr: SocketAddr = args
+        .opt_value_from_str("--addr")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+    let listener = std::net::TcpListener::bind(addr).expect("floor: bind");
+    eprintln!(
+        "floor listening on http://{}",
+        listener.local_addr().unwrap()
+    );
+    let error = loadgen::floor::serve(listener).unwrap_err();
+    eprintln!("ERROR floor: {error}");
+    std::process::exit(1);
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(FLOOR_SERVER) {
+        floor_server();
+    }
     let options = options().unwrap_or_else(|e| {
         eprintln!("load: {e}");
         std::process::exit(2);
@@ -115,10 +156,10 @@ fn main() {
         let line = match options.mode.as_str() {
             "idle" => idle(&options),
             "fanout" => fanout(&options, Pace::Flood),
-            "latency" => fanout(&options, Pace::Rate(options.rate)),
+            "latency" | "floor" => fanout(&options, Pace::Rate(options.rate)),
             "slow" => slow(&options),
             other => {
-                eprintln!("load: unknown mode {other} (idle, fanout, latency, slow)");
+                eprintln!("load: unknown mode {other} (idle, fanout, latency, slow, floor)");
                 std::process::exit(2);
             }
         };
@@ -178,8 +219,8 @@ fn idle(options: &Options) -> serde_json::Value {
 
 fn fanout(options: &Options, pace: Pace) -> serde_json::Value {
     let server = Server::start(options, options.receivers + options.senders + 10);
-    let generator = LoadGen::new(server.addr);
-    let cpu_before = loadgen::cpu_seconds(server.pid()).unwrap();
+    let mut generator = LoadGen::new(server.addr);
+    generator.watch(server.pid());
     let result = generator
         .run(generator.fanout(
             options.receivers,
@@ -188,9 +229,8 @@ fn fanout(options: &Options, pace: Pace) -> serde_json::Value {
             pace,
         ))
         .unwrap();
-    let cpu = loadgen::cpu_seconds(server.pid()).unwrap() - cpu_before;
     serde_json::json!({
-        "mode": match pace { Pace::Flood => "fanout", Pace::Rate(_) => "latency" },
+        "mode": options.mode,
         "receivers": result.receivers,
         "senders": result.senders,
         "seconds": result.seconds,
@@ -201,7 +241,7 @@ fn fanout(options: &Options, pace: Pace) -> serde_json::Value {
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
         "max_ms": result.max_ms,
-        "server_cpu_s": cpu,
+        "server_cpu_ms_per_message": result.server_cpu_ms_per_message,
         "server_rss_kib": loadgen::rss_kib(server.pid()).unwrap(),
     })
 }

@@ -8,16 +8,21 @@
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
+use receivers::Receivers;
 use smol::future::or;
 use smol::net::TcpStream;
 use smol::stream::StreamExt;
 use smol::{LocalExecutor, Timer};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+pub mod floor;
+mod receivers;
+mod wire;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -49,6 +54,9 @@ pub struct Fanout {
     pub p99_ms: f64,
     /// Worst delivery.
     pub max_ms: f64,
+    /// The server's CPU time (user and system) per message sent, over the measured interval
+    /// and the settling after it; `None` unless the generator watches the server.
+    pub server_cpu_ms_per_message: Option<f64>,
 }
 
 /// How to drive senders.
@@ -65,6 +73,8 @@ pub struct LoadGen {
     addr: SocketAddr,
     epoch: Instant,
     executor: Rc<LocalExecutor<'static>>,
+    /// The server's process, when the generator may read its CPU time.
+    server_pid: Option<u32>,
 }
 
 impl LoadGen {
@@ -74,7 +84,17 @@ impl LoadGen {
             addr,
             epoch: Instant::now(),
             executor: Rc::new(LocalExecutor::new()),
+            server_pid: None,
         }
+    }
+
+    /// Lets fan-out runs report the CPU time of the server (process `pid`, on this machine).
+    pub fn watch(&mut self, pid: u32) {
+        self.server_pid = Some(pid);
+    }
+
+    fn server_cpu(&self) -> Option<f64> {
+        self.server_pid.and_then(|pid| cpu_seconds(pid).ok())
     }
 
     /// Runs `future` with this generator's tasks, on this thread.
@@ -131,11 +151,10 @@ impl LoadGen {
         pace: Pace,
     ) -> io::Result<Fanout> {
         let room = "fanout";
-        let stats = Rc::new(Receiving::default());
-        let mut readers = Vec::with_capacity(receivers);
+        // Joins block this thread; nothing else of the generator needs it meanwhile.
+        let readers = Receivers::start(self.addr, self.epoch, u64::MAX)?;
         for n in 0..receivers {
-            let ws = self.connect(room, &format!("r{n}")).await?;
-            readers.push(self.executor.spawn(receive(ws, stats.clone(), self.epoch)));
+            readers.join(room, &format!("r{n}"))?;
         }
         let mut sending = Vec::with_capacity(senders);
         for n in 0..senders {
@@ -144,7 +163,8 @@ impl LoadGen {
 
         let sent = Rc::new(Cell::new(0u64));
         let measure_from = self.micros();
-        stats.reset(measure_from);
+        readers.count_from(measure_from);
+        let cpu_from = self.server_cpu();
         let deadline = Instant::now() + duration;
         let mut tasks = Vec::new();
         for (n, ws) in sending.into_iter().enumerate() {
@@ -174,12 +194,13 @@ impl LoadGen {
         // Let the last deliveries arrive (bounded), then count what never did.
         let expected = total_sent * receivers as u64;
         let settle = Instant::now() + STEP;
-        while stats.delivered.get() < expected && Instant::now() < settle {
+        while readers.delivered() < expected && Instant::now() < settle {
             Timer::after(Duration::from_millis(10)).await;
         }
-        drop(readers);
+        let delivered = readers.delivered();
+        let cpu = self.server_cpu().zip(cpu_from).map(|(to, from)| to - from);
+        let mut latencies = readers.finish()?;
         drop(senders_done);
-        let mut latencies = stats.latencies.take();
         latencies.sort_unstable();
         let percentile = |p: f64| -> f64 {
             if latencies.is_empty() {
@@ -188,7 +209,6 @@ impl LoadGen {
             let index = ((latencies.len() - 1) as f64 * p).round() as usize;
             latencies[index] as f64 / 1000.0
         };
-        let delivered = stats.delivered.get();
         Ok(Fanout {
             receivers,
             senders,
@@ -200,6 +220,7 @@ impl LoadGen {
             p50_ms: percentile(0.50),
             p99_ms: percentile(0.99),
             max_ms: percentile(1.0),
+            server_cpu_ms_per_message: cpu.map(|s| s * 1000.0 / total_sent.max(1) as f64),
         })
     }
 }
@@ -214,41 +235,6 @@ async fn step<T>(future: impl std::future::Future<Output = T>) -> io::Result<T> 
         ))
     })
     .await
-}
-
-/// What all receivers saw, shared on this thread.
-#[derive(Default)]
-struct Receiving {
-    delivered: Cell<u64>,
-    latencies: RefCell<Vec<u32>>,
-    since: Cell<u64>,
-}
-
-impl Receiving {
-    fn reset(&self, since: u64) {
-        self.since.set(since);
-        self.delivered.set(0);
-        self.latencies.borrow_mut().clear();
-    }
-}
-
-/// Reads frames, timing every message that carries a send time from the measured interval.
-async fn receive(mut ws: Ws, stats: Rc<Receiving>, epoch: Instant) {
-    while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let Some(sent) = sent_at(&text) else { continue };
-        if sent < stats.since.get() {
-            continue;
-        }
-        let now = epoch.elapsed().as_micros() as u64;
-        stats.delivered.set(stats.delivered.get() + 1);
-        stats
-            .latencies
-            .borrow_mut()
-            .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
-    }
 }
 
 /// The send time in a message frame's text (`t=<micros>`), found without parsing the JSON.

@@ -1,0 +1,262 @@
+//! The fan-out's receivers: many WebSocket clients read by one thread through one
+//! level-triggered poller, each message taken with a single `read`.
+//!
+//! A task per client on an async runtime costs the generator a wake-up, a second `read` that
+//! finds nothing, and a re-arming `epoll_ctl` per message; at a thousand receivers that made the
+//! generator slower than the server, so the latency it measured was its own. This pool does
+//! about what the smallest C reader would (see the floor in `BENCHMARKS.md`).
+
+use super::wire;
+use polling::{Event, Events, PollMode, Poller};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Longest a join may take to be seen.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes read from a socket at a time.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Receivers joined to one server, read on their own thread.
+pub struct Receivers {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    poller: Arc<Poller>,
+    handoff: mpsc::Sender<Receiver>,
+    joined: mpsc::Receiver<io::Result<()>>,
+    thread: Option<JoinHandle<io::Result<Vec<u32>>>>,
+}
+
+/// What the reading thread and the generator share.
+struct Shared {
+    /// Messages sent at or after this time (µs since `epoch`) are counted.
+    since: AtomicU64,
+    /// Messages counted so far.
+    delivered: AtomicU64,
+    stop: AtomicBool,
+    epoch: Instant,
+}
+
+/// One receiving client, owned by the reading thread.
+struct Receiver {
+    stream: TcpStream,
+    /// Bytes of a frame not yet complete.
+    pending: Vec<u8>,
+    /// `"name":"<name>"`, to spot its own join.
+    own: String,
+    joined: bool,
+}
+
+impl Receivers {
+    /// Starts the reading thread. Messages sent at or after `since` (µs since `epoch`) count.
+    pub fn start(addr: SocketAddr, epoch: Instant, since: u64) -> io::Result<Receivers> {
+        let poller = Arc::new(Poller::new()?);
+        let shared = Arc::new(Shared {
+            since: AtomicU64::new(since),
+            delivered: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            epoch,
+        });
+        let (handoff, arrivals) = mpsc::channel();
+        let (report_joined, joined) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("receivers".into())
+            .spawn({
+                let (poller, shared) = (poller.clone(), shared.clone());
+                move || read_all(&poller, &shared, &arrivals, &report_joined)
+            })?;
+        Ok(Receivers {
+            addr,
+            shared,
+            poller,
+            handoff,
+            joined,
+            thread: Some(thread),
+        })
+    }
+
+    /// Joins `room` as `name` and returns once the room has announced it.
+    pub fn join(&self, room: &str, name: &str) -> io::Result<()> {
+        let (stream, pending) = wire::connect(self.addr, &format!("/ws/{room}?name={name}"))?;
+        stream.set_nonblocking(true)?;
+        let receiver = Receiver {
+            stream,
+            pending,
+            own: format!(r#""name":"{name}""#),
+            joined: false,
+        };
+        self.handoff
+            .send(receiver)
+            .map_err(|_| io::Error::other("the receiving thread has ended"))?;
+        self.poller.notify()?;
+        match self.joined.recv_timeout(JOIN_TIMEOUT) {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::other(format!("{name}: join not seen in time"))),
+        }
+    }
+
+    /// Messages counted so far.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Counts from `since` (µs since the epoch) on, starting again from zero.
+    pub fn count_from(&self, since: u64) {
+        self.shared.since.store(since, Ordering::Relaxed);
+        self.shared.delivered.store(0, Ordering::Relaxed);
+    }
+
+    /// Stops reading, closes every client, and returns each counted message's latency (µs).
+    pub fn finish(mut self) -> io::Result<Vec<u32>> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<Vec<u32>> {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.poller.notify()?;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the receiving thread panicked")),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The reading thread: takes new receivers, reads whatever is readable, until told to stop.
+fn read_all(
+    poller: &Poller,
+    shared: &Shared,
+    arrivals: &mpsc::Receiver<Receiver>,
+    joined: &mpsc::Sender<io::Result<()>>,
+) -> io::Result<Vec<u32>> {
+    let mut receivers: Vec<Option<Receiver>> = Vec::new();
+    let mut latencies = Vec::new();
+    let mut events = Events::new();
+    let mut chunk = vec![0u8; READ_BYTES];
+    let result = loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break Ok(latencies);
+        }
+        while let Ok(receiver) = arrivals.try_recv() {
+            let key = receivers.len();
+            // SAFETY (polling's contract): every socket added here is deleted from the poller
+            // below before the receiver holding it is dropped.
+            #[allow(unsafe_code)]
+            let added = unsafe {
+                poller.add_with_mode(&receiver.stream, Event::readable(key), PollMode::Level)
+            };
+            if let Err(error) = added {
+                let _ = joined.send(Err(error));
+                continue;
+            }
+            receivers.push(Some(receiver));
+            // What arrived with the handshake's answer.
+            let outcome = take(&mut receivers[key], &[], shared, &mut latencies, joined);
+            if let Err(error) = outcome {
+                let _ = joined.send(Err(error));
+            }
+        }
+        events.clear();
+        if let Err(error) = poller.wait(&mut events, None) {
+            break Err(error);
+        }
+        for event in events.iter() {
+            let slot = &mut receivers[event.key];
+            let Some(receiver) = slot.as_mut() else {
+                continue;
+            };
+            let read = match receiver.stream.read(&mut chunk) {
+                Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => Err(e),
+            };
+            let outcome =
+                read.and_then(|n| take(slot, &chunk[..n], shared, &mut latencies, joined));
+            if outcome.is_err() {
+                // Closed by the server (a kick) or broken: it counts no more, which shows
+                // as loss in the result.
+                if let Some(receiver) = slot.take() {
+                    let _ = poller.delete(&receiver.stream);
+                }
+            }
+        }
+    };
+    for receiver in receivers.into_iter().flatten() {
+        let _ = poller.delete(&receiver.stream);
+    }
+    result
+}
+
+/// Handles the frames in a receiver's pending bytes plus `fresh`.
+fn take(
+    slot: &mut Option<Receiver>,
+    fresh: &[u8],
+    shared: &Shared,
+    latencies: &mut Vec<u32>,
+    joined: &mpsc::Sender<io::Result<()>>,
+) -> io::Result<()> {
+    let Some(receiver) = slot.as_mut() else {
+        return Ok(());
+    };
+    receiver.pending.extend_from_slice(fresh);
+    let mut buf = std::mem::take(&mut receiver.pending);
+    let mut at = 0;
+    while let Some(frame) = wire::parse(&mut buf[at..])? {
+        let payload = &buf[at + frame.payload.start..at + frame.payload.end];
+        match frame.opcode {
+            wire::TEXT => receiver.text(payload, shared, latencies, joined),
+            wire::PING => {
+                let mut pong = Vec::with_capacity(payload.len() + 8);
+                wire::frame(&mut pong, wire::PONG, payload, Some(*b"mask"));
+                receiver.stream.write_all(&pong)?;
+            }
+            wire::CLOSE => return Err(io::Error::other("closed by the server")),
+            _ => {}
+        }
+        at += frame.len;
+    }
+    buf.drain(..at);
+    receiver.pending = buf;
+    Ok(())
+}
+
+impl Receiver {
+    /// One text frame: its own join, or a message to time.
+    fn text(
+        &mut self,
+        payload: &[u8],
+        shared: &Shared,
+        latencies: &mut Vec<u32>,
+        joined: &mpsc::Sender<io::Result<()>>,
+    ) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        if !self.joined {
+            if text.contains(r#""type":"join""#) && text.contains(&self.own) {
+                self.joined = true;
+                let _ = joined.send(Ok(()));
+            }
+            return;
+        }
+        let Some(sent) = super::sent_at(text) else {
+            return;
+        };
+        if sent < shared.since.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = shared.epoch.elapsed().as_micros() as u64;
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        latencies.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+    }
+}
