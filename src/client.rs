@@ -8,7 +8,7 @@
 //! nothing but its own connection, and only briefly.
 
 use crate::message::{inbound_text, Encoded};
-use crate::queue::{Next, Queue};
+use crate::queue::{Batch, Next, Queue};
 use crate::room::{JoinError, JoinRequest, Member, Outbox, Registry};
 use crate::shutdown;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -20,7 +20,6 @@ use smol::future::or;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -279,7 +278,7 @@ fn close_for(error: &WsError, limits: &Limits) -> Close {
 
 /// What woke the writer.
 enum Wake {
-    Frames(VecDeque<Encoded>),
+    Frames(Batch),
     Ping,
     Stop(Close),
 }
@@ -390,10 +389,7 @@ async fn guarded(
 }
 
 /// Feeds a batch of frames, then flushes once.
-async fn send_batch<S>(
-    sink: &mut WebSocketSender<S>,
-    batch: VecDeque<Encoded>,
-) -> Result<(), WsError>
+async fn send_batch<S>(sink: &mut WebSocketSender<S>, batch: Batch) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -405,9 +401,7 @@ where
 
 /// Wraps an encoded frame as a text message without copying it.
 fn text_message(frame: Encoded) -> Message {
-    let text = Utf8Bytes::try_from(frame.bytes().clone())
-        .expect("encoded frames are serde_json output, which is UTF-8");
-    Message::Text(text)
+    Message::Text(frame.text())
 }
 
 /// Reads and discards what a misbehaving client still sends, so that closing our end does not

@@ -5,6 +5,7 @@
 //! tagged by `type`. The server stamps name, time and a per-room id; nothing in an inbound frame
 //! can set them.
 
+use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -92,29 +93,33 @@ pub enum Outbound<'a> {
 }
 
 /// An encoded server frame: UTF-8 JSON, reference-counted, so one encoding serves every member.
+/// Kept as the WebSocket text payload type, so sending a clone never checks its UTF-8 again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Encoded(Bytes);
+pub struct Encoded(Utf8Bytes);
 
 impl Outbound<'_> {
     /// Serialises once; clones of the result share the bytes.
     pub fn encode(&self) -> Encoded {
         let json =
-            serde_json::to_vec(self).expect("serialising plain strings and numbers cannot fail");
-        Encoded(Bytes::from(json))
+            serde_json::to_string(self).expect("serialising plain strings and numbers cannot fail");
+        Encoded(Utf8Bytes::from(json))
     }
 }
 
 impl Encoded {
     /// The JSON bytes (always valid UTF-8).
     pub fn bytes(&self) -> &Bytes {
-        &self.0
+        self.0.as_ref()
+    }
+
+    /// The frame as a WebSocket text payload (shared, not copied).
+    pub fn text(&self) -> Utf8Bytes {
+        self.0.clone()
     }
 
     /// A frame read back from the history store; `None` unless it is UTF-8.
     pub fn from_stored(bytes: Bytes) -> Option<Encoded> {
-        std::str::from_utf8(&bytes)
-            .is_ok()
-            .then_some(Encoded(bytes))
+        Utf8Bytes::try_from(bytes).ok().map(Encoded)
     }
 }
 

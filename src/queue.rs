@@ -1,28 +1,71 @@
 //! A client's outgoing queue: frames from its room, and the word to stop.
 //!
-//! One per connection, so it is built to cost nothing while idle: a mutex-guarded `VecDeque`
-//! that the writer empties by swapping it out whole (so an idle queue holds no buffer at all),
-//! and one `event-listener` event for waking the writer. The room is the only producer and
-//! keeps the length bound itself ([`Queue::push_within`]); the stop word (a close frame, from
-//! the reader or the room's kick) bypasses the frames, so a writer stuck behind a full socket
-//! still hears it. Two async-channels did this before at about 3.7 KB per idle client.
+//! One per connection, so it is built to cost nothing while idle and little per frame: a
+//! mutex-guarded [`Batch`] (one frame in place, more in a `VecDeque` only when they pile up)
+//! that the writer empties by taking it whole, so an idle queue holds no buffer and a frame that
+//! arrives alone, the usual case, costs no allocation; and one slot for the writer's waker,
+//! since the writer is the only one who waits. The room is the only producer and keeps the
+//! length bound itself ([`Queue::push_within`]); the stop word (a close frame, from the reader or
+//! the room's kick) bypasses the frames, so a writer stuck behind a full socket still hears it.
+//! Two async-channels did this before at about 3.7 KB per idle client.
 
 use crate::message::Encoded;
-use event_listener::Event;
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Mutex;
+use std::task::{Poll, Waker};
 
 /// Frames waiting for one client, and whether it must stop. `S` is the stop word's type.
 pub struct Queue<S> {
     state: Mutex<State<S>>,
-    /// Notified on every push, stop and close.
-    ready: Event,
 }
 
 struct State<S> {
-    frames: VecDeque<Encoded>,
+    frames: Batch,
     stop: Option<S>,
     closed: bool,
+    /// The writer, if it is waiting: woken on every push, stop and close.
+    waiting: Option<Waker>,
+}
+
+/// Frames in order: the first in place, the rest (if any) in a `VecDeque`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// `None` only while `more` is empty too.
+    first: Option<Encoded>,
+    more: VecDeque<Encoded>,
+}
+
+impl Batch {
+    fn push(&mut self, frame: Encoded) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.more.push_back(frame);
+        }
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Whether the batch has no frames.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl IntoIterator for Batch {
+    type Item = Encoded;
+    type IntoIter = std::iter::Chain<
+        std::option::IntoIter<Encoded>,
+        std::collections::vec_deque::IntoIter<Encoded>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 /// The outcome of [`Queue::push_within`].
@@ -61,7 +104,7 @@ impl<S: Send> FrameSink for Queue<S> {
 /// What the writer gets from [`Queue::next`].
 pub enum Next<S> {
     /// Everything queued, oldest first.
-    Frames(VecDeque<Encoded>),
+    Frames(Batch),
     /// Stop, with this word; queued frames are abandoned.
     Stop(S),
     /// The queue was closed without a word.
@@ -72,11 +115,11 @@ impl<S> Default for Queue<S> {
     fn default() -> Self {
         Queue {
             state: Mutex::new(State {
-                frames: VecDeque::new(),
+                frames: Batch::default(),
                 stop: None,
                 closed: false,
+                waiting: None,
             }),
-            ready: Event::new(),
         }
     }
 }
@@ -98,10 +141,13 @@ impl<S> Queue<S> {
         if state.frames.len() >= limit {
             return Pushed::Full;
         }
-        state.frames.push_back(frame);
+        state.frames.push(frame);
         let queued = state.frames.len();
+        let waiting = state.waiting.take();
         drop(state);
-        self.ready.notify(1);
+        if let Some(writer) = waiting {
+            writer.wake();
+        }
         Pushed::Queued(queued)
     }
 
@@ -116,41 +162,50 @@ impl<S> Queue<S> {
         if state.stop.is_none() {
             state.stop = Some(word);
         }
-        drop(state);
-        self.ready.notify(usize::MAX);
+        Queue::wake(state);
     }
 
     /// Closes the queue: pushes fail from now on, and the writer is told once it has nothing
     /// left to say.
     pub fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify(usize::MAX);
+        let mut state = self.lock();
+        state.closed = true;
+        Queue::wake(state);
+    }
+
+    /// Wakes the writer, if it waits, after letting go of the lock.
+    fn wake(mut state: std::sync::MutexGuard<'_, State<S>>) {
+        let waiting = state.waiting.take();
+        drop(state);
+        if let Some(writer) = waiting {
+            writer.wake();
+        }
     }
 
     /// Waits for frames, a stop word or the close. A stop word comes before frames.
+    /// Only the writer waits on a queue (on this or [`Queue::stopped`], from its one task).
     pub async fn next(&self) -> Next<S> {
-        loop {
-            let listener = {
-                let mut state = self.lock();
-                if let Some(word) = state.stop.take() {
-                    return Next::Stop(word);
-                }
-                if !state.frames.is_empty() {
-                    return Next::Frames(std::mem::take(&mut state.frames));
-                }
-                if state.closed {
-                    return Next::Closed;
-                }
-                // Registered under the lock, so no push can slip between check and wait.
-                self.ready.listen()
-            };
-            listener.await;
-        }
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if let Some(word) = state.stop.take() {
+                return Poll::Ready(Next::Stop(word));
+            }
+            if !state.frames.is_empty() {
+                return Poll::Ready(Next::Frames(std::mem::take(&mut state.frames)));
+            }
+            if state.closed {
+                return Poll::Ready(Next::Closed);
+            }
+            // Registered under the lock, so no push can slip between check and wait.
+            state.wait(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Takes what is queued without waiting (for tests that inspect a queue).
     #[cfg(test)]
-    pub fn take_now(&self) -> VecDeque<Encoded> {
+    pub fn take_now(&self) -> Batch {
         std::mem::take(&mut self.lock().frames)
     }
 
@@ -162,18 +217,27 @@ impl<S> Queue<S> {
 
     /// Waits for a stop word only (frames stay queued), or the close (`None`).
     pub async fn stopped(&self) -> Option<S> {
-        loop {
-            let listener = {
-                let mut state = self.lock();
-                if let Some(word) = state.stop.take() {
-                    return Some(word);
-                }
-                if state.closed {
-                    return None;
-                }
-                self.ready.listen()
-            };
-            listener.await;
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if let Some(word) = state.stop.take() {
+                return Poll::Ready(Some(word));
+            }
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            state.wait(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl<S> State<S> {
+    /// Keeps `waker` to wake the writer, cloning it only if it changed.
+    fn wait(&mut self, waker: &Waker) {
+        match &mut self.waiting {
+            Some(kept) if kept.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
         }
     }
 }
@@ -201,7 +265,9 @@ mod tests {
         assert_eq!(queue.push_within(frame(2), 2), Pushed::Queued(2));
         assert_eq!(queue.push_within(frame(3), 2), Pushed::Full);
         match smol::block_on(queue.next()) {
-            Next::Frames(batch) => assert_eq!(batch, [frame(1), frame(2)]),
+            Next::Frames(batch) => {
+                assert_eq!(batch.into_iter().collect::<Vec<_>>(), [frame(1), frame(2)])
+            }
             _ => panic!("expected frames"),
         }
         assert_eq!(queue.len(), 0);

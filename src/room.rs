@@ -573,7 +573,7 @@ mod tests {
                     return Ok(frame);
                 }
                 match self.queue.next().await {
-                    Next::Frames(batch) => *self.taken.lock().unwrap() = batch,
+                    Next::Frames(batch) => self.taken.lock().unwrap().extend(batch),
                     Next::Stop(()) => {}
                     Next::Closed => return Err(()),
                 }
@@ -583,7 +583,7 @@ mod tests {
         fn try_recv(&self) -> Result<Encoded, ()> {
             let mut taken = self.taken.lock().unwrap();
             if taken.is_empty() {
-                *taken = self.queue.take_now();
+                taken.extend(self.queue.take_now());
             }
             taken.pop_front().ok_or(())
         }
