@@ -20,13 +20,15 @@ use smol::future::or;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes tungstenite reads from the socket at a time (its default is 128 KiB). Every connection
 /// holds this much once it has read anything; browsers send little, and larger frames still
 /// get the room they need.
-const READ_BUFFER_BYTES: usize = 512;
+const READ_BUFFER_BYTES: usize = 128;
 /// Bytes of frames buffered before tungstenite writes them out; a flush writes the rest. The
 /// buffer keeps its largest size, so this bounds what an idle connection holds after a burst.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
@@ -80,20 +82,48 @@ pub const NAME_TAKEN: u16 = 4409;
 /// A close frame the writer must send: code and reason. `None`: close without sending one.
 type Close = Option<(CloseCode, &'static str)>;
 
-/// Runs one client until its connection ends: joins the room, spawns the writer, reads.
-/// `lease` (a connection slot) is dropped just before the socket closes, so a client that has
-/// seen its connection end may connect again at once.
-pub async fn serve<S>(
-    ws: WebSocketStream<S>,
-    client: Client,
-    limits: Limits,
-    registry: Registry,
-    executor: &Executor<'static>,
-    shutdown: shutdown::Signal,
-    lease: impl Send,
-) where
+/// A client's WebSocket once the upgrade completes (`None` if it never did). Boxed: a
+/// future's arguments stay in its state for its whole life, so they are kept small.
+pub type Upgrade<S> = Pin<Box<dyn Future<Output = Option<Box<WebSocketStream<S>>>> + Send>>;
+
+/// Everything a client's task starts with, in one box: an async fn keeps its arguments in its
+/// state for its whole life next to the locals they are moved into, so one pointer is cheaper.
+pub struct Start<S, L> {
+    /// The WebSocket, once the upgrade completes.
+    pub upgrade: Upgrade<S>,
+    /// Who the client is and where it goes.
+    pub client: Client,
+    /// Its limits.
+    pub limits: Limits,
+    /// The rooms.
+    pub registry: Registry,
+    /// Where its writer task runs.
+    pub executor: Arc<Executor<'static>>,
+    /// Fires when the server stops.
+    pub shutdown: shutdown::Signal,
+    /// Held while the connection lives (a connection slot), dropped just before the socket
+    /// closes, so a client that has seen its connection end may connect again at once.
+    pub lease: L,
+}
+
+/// Runs one client until its connection ends: waits for the upgrade, joins the room, spawns the
+/// writer, reads.
+pub async fn serve<S, L: Send>(start: Box<Start<S, L>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Start {
+        upgrade,
+        client,
+        limits,
+        registry,
+        executor,
+        shutdown,
+        lease,
+    } = *start;
+    let Some(ws) = upgrade.await else {
+        return;
+    };
     let queue: Arc<Queue<Close>> = Arc::default();
     let kick = queue.clone();
     let outbox = Outbox {
@@ -116,12 +146,12 @@ pub async fn serve<S>(
     let member = match Box::pin(registry.join(request)).await {
         Ok(member) => member,
         Err(JoinError::NameTaken) => {
-            Box::pin(refuse_name(ws, &client)).await;
+            Box::pin(refuse_name(*ws, &client)).await;
             drop(lease);
             return;
         }
     };
-    let (sink, mut stream) = ws.split();
+    let (sink, mut stream) = (*ws).split();
     log::debug!(
         "{}: {} joined room {} (client {})",
         client.peer,
@@ -247,7 +277,8 @@ where
             Some(Ok(Message::Text(frame))) => {
                 let text = inbound_text(&frame);
                 if !text.trim().is_empty() {
-                    member.say(text).await;
+                    // Boxed: the read task's state would otherwise be sized for this rare step.
+                    Box::pin(member.say(text)).await;
                 }
             }
             Some(Ok(Message::Binary(_))) => {
@@ -327,9 +358,16 @@ where
         .await;
         let step = match wake {
             Wake::Stop(close) => break close,
-            Wake::Frames(batch) => guarded(&queue, &shutdown, send_batch(&mut sink, batch)).await,
+            Wake::Frames(batch) => {
+                let sink = &mut sink;
+                guarded(&queue, &shutdown, move || send_batch(sink, batch)).await
+            }
             Wake::Ping => {
-                let ping = sink.send(Message::Ping(Default::default()));
+                let sink = &mut sink;
+                let ping = move || {
+                    let sink = sink; // Moved, not reborrowed: the future keeps the borrow.
+                    sink.send(Message::Ping(Default::default()))
+                };
                 guarded(&queue, &shutdown, ping).await
             }
         };
@@ -361,22 +399,26 @@ where
 const GOING_AWAY: Close = Some((CloseCode::Away, "server shutting down"));
 
 /// Runs one write, abandoning it if told to stop meanwhile (a stalled socket never finishes).
-async fn guarded(
+/// The write is made here, from `start`: a future passed in would be held twice in this one's
+/// state (as the argument and where it is pinned), and this state is part of every writer's.
+async fn guarded<W>(
     queue: &Queue<Close>,
     shutdown: &shutdown::Signal,
-    write: impl std::future::Future<Output = Result<(), WsError>>,
-) -> Step {
-    let mut write = std::pin::pin!(async {
-        match write.await {
-            Ok(()) => Step::Done,
-            Err(_) => Step::Broken,
-        }
-    });
+    start: impl FnOnce() -> W,
+) -> Step
+where
+    W: Future<Output = Result<(), WsError>>,
+{
+    let mut write = std::pin::pin!(start());
+    let step = |result: Result<(), WsError>| match result {
+        Ok(()) => Step::Done,
+        Err(_) => Step::Broken,
+    };
     // Most writes finish at once (the socket has room). Only one that must wait is raced
     // against the stop signals, whose listeners cost an allocation each; a stop word that
     // arrived meanwhile is read first thing by the writer's next wait.
-    if let Some(step) = smol::future::poll_once(write.as_mut()).await {
-        return step;
+    if let Some(result) = smol::future::poll_once(write.as_mut()).await {
+        return step(result);
     }
     let stopped = async {
         let word = or(async { queue.stopped().await.unwrap_or(None) }, async {
@@ -385,7 +427,9 @@ async fn guarded(
         });
         Step::Stop(word.await)
     };
-    or(stopped, write).await
+    // Boxed: only a write that has to wait comes here, and every writer's state would otherwise
+    // be sized for it.
+    Box::pin(or(stopped, async { step(write.await) })).await
 }
 
 /// Feeds a batch of frames, then flushes once.

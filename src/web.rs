@@ -521,28 +521,26 @@ async fn upgrade(req: Request<State>) -> tide::Result {
         person,
         since,
     };
-    let state = state.clone();
-    let executor = state.executor.clone();
-    executor
-        .spawn(async move {
-            let _alive = state.alive;
-            let Some(connection) = upgraded.await else {
-                return; // The 101 never reached the client.
-            };
-            let config = client::websocket_config(&state.limits);
-            let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
-            let (limits, registry, shutdown) = (state.limits, state.registry, state.shutdown);
-            client::serve(
-                ws,
-                client,
-                limits,
-                registry,
-                &state.executor,
-                shutdown,
-                slot,
-            )
-            .await;
-        })
+    // The upgrade itself is a boxed future of its own, and only what the client needs goes
+    // into its task: that task lives as long as the connection.
+    let config = client::websocket_config(&state.limits);
+    let websocket = Box::pin(async move {
+        let connection = upgraded.await?; // None: the 101 never reached the client.
+        let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
+        Some(Box::new(ws))
+    });
+    let lease = (slot, state.alive.clone());
+    state
+        .executor
+        .spawn(client::serve(Box::new(client::Start {
+            upgrade: websocket,
+            client,
+            limits: state.limits.clone(),
+            registry: state.registry.clone(),
+            executor: state.executor.clone(),
+            shutdown: state.shutdown.clone(),
+            lease,
+        })))
         .detach();
     Ok(res)
 }
