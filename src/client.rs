@@ -15,12 +15,12 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use futures_util::SinkExt;
+use futures_util::{ready, SinkExt};
 use smol::future::or;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,8 +91,8 @@ pub type Upgrade<S> = Pin<Box<dyn Future<Output = Option<Box<WebSocketStream<S>>
 pub struct Start<S, L> {
     /// The WebSocket, once the upgrade completes.
     pub upgrade: Upgrade<S>,
-    /// Who the client is and where it goes.
-    pub client: Client,
+    /// Who the client is and where it goes (boxed: kept for log lines, read rarely).
+    pub client: Box<Client>,
     /// Its limits.
     pub limits: Limits,
     /// The rooms.
@@ -120,10 +120,11 @@ where
         executor,
         shutdown,
         lease,
-    } = *start;
+    } = unbox(start);
     let Some(ws) = upgrade.await else {
         return;
     };
+    let (sink, mut stream) = unbox(ws).split();
     let queue: Arc<Queue<Close>> = Arc::default();
     let kick = queue.clone();
     let outbox = Outbox {
@@ -146,12 +147,11 @@ where
     let member = match Box::pin(registry.join(request)).await {
         Ok(member) => member,
         Err(JoinError::NameTaken) => {
-            Box::pin(refuse_name(*ws, &client)).await;
+            Box::pin(refuse_name(sink, stream, &client)).await;
             drop(lease);
             return;
         }
     };
-    let (sink, mut stream) = (*ws).split();
     log::debug!(
         "{}: {} joined room {} (client {})",
         client.peer,
@@ -173,11 +173,21 @@ where
     drop(lease);
 }
 
+/// Moves a value out of its box and frees the box at once: in an async fn, `*boxed` keeps the
+/// box's memory until the end of the scope, here the connection's life.
+#[allow(clippy::boxed_local)] // Taking the box is the point.
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
 /// Closes a client whose name is taken in the room, with [`NAME_TAKEN`].
-async fn refuse_name<S>(mut ws: WebSocketStream<S>, client: &Client)
+async fn refuse_name<S>(sink: WebSocketSender<S>, stream: WebSocketReceiver<S>, client: &Client)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Ok(mut ws) = WebSocketStream::reunite(sink, stream) else {
+        return; // The halves of one stream always reunite.
+    };
     log::info!(
         "{}: {} is taken in room {}",
         client.peer,
@@ -272,21 +282,20 @@ where
             continue;
         };
         last_seen = Instant::now();
-        match item {
+        // Only the text outlives this match, so the frame is not kept across the await below.
+        let text = match item {
             None => return None,
-            Some(Ok(Message::Text(frame))) => {
-                let text = inbound_text(&frame);
-                if !text.trim().is_empty() {
-                    // Boxed: the read task's state would otherwise be sized for this rare step.
-                    Box::pin(member.say(text)).await;
-                }
-            }
+            Some(Ok(Message::Text(frame))) => inbound_text(&frame),
             Some(Ok(Message::Binary(_))) => {
                 return Some((CloseCode::Unsupported, "binary frames are not supported"));
             }
             // Pings are answered and closes acknowledged by tungstenite itself.
-            Some(Ok(_)) => {}
+            Some(Ok(_)) => continue,
             Some(Err(error)) => return close_for(&error, limits),
+        };
+        if !text.trim().is_empty() {
+            // Boxed: the read task's state would otherwise be sized for this rare step.
+            Box::pin(member.say(text)).await;
         }
     }
 }
@@ -383,13 +392,14 @@ where
             reason: Utf8Bytes::from_static(reason),
         };
         // Ignored on purpose: a client that cannot take a close frame in time is dropped anyway.
-        let _ = or(
+        // Boxed: it happens once, and the writer's state would otherwise be sized for it.
+        let _ = Box::pin(or(
             async { sink.close(Some(frame)).await.map_err(drop) },
             async {
                 Timer::after(CLOSE_TIMEOUT).await;
                 Err(())
             },
-        )
+        ))
         .await;
     }
     sink
@@ -433,14 +443,27 @@ where
 }
 
 /// Feeds a batch of frames, then flushes once.
-async fn send_batch<S>(sink: &mut WebSocketSender<S>, batch: Batch) -> Result<(), WsError>
+/// Written as one poll function rather than a `feed(..).await` per frame: its state is just
+/// the frames left, and it is part of every writer's.
+fn send_batch<S>(
+    sink: &mut WebSocketSender<S>,
+    batch: Batch,
+) -> impl Future<Output = Result<(), WsError>> + '_
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    for frame in batch {
-        sink.feed(text_message(frame)).await?;
-    }
-    sink.flush().await
+    let mut frames = batch.into_iter();
+    poll_fn(move |cx| {
+        // A frame is taken only once the sink is ready for it, so none is lost while waiting.
+        loop {
+            ready!(sink.poll_ready_unpin(cx))?;
+            match frames.next() {
+                Some(frame) => sink.start_send_unpin(text_message(frame))?,
+                None => break,
+            }
+        }
+        sink.poll_flush_unpin(cx)
+    })
 }
 
 /// Wraps an encoded frame as a text message without copying it.

@@ -534,7 +534,7 @@ async fn upgrade(req: Request<State>) -> tide::Result {
         .executor
         .spawn(client::serve(Box::new(client::Start {
             upgrade: websocket,
-            client,
+            client: Box::new(client),
             limits: state.limits.clone(),
             registry: state.registry.clone(),
             executor: state.executor.clone(),
