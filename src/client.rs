@@ -1,16 +1,18 @@
 //! One WebSocket client: a read task that turns frames into room events and enforces the
-//! inbound limits, and a write task that drains the client's queue, pings, and closes.
+//! inbound limits, and a write task that drains the client's queue, pings when the room asks,
+//! and closes.
 //!
-//! Who ends what: the reader ends on the client's close, a bad frame or silence; it tells the
-//! writer which close frame to send. The writer ends on that word, on the room's kick (the queue
-//! was full), or on shutdown, and then sends its close frame itself. Every wait on the client's
-//! socket is raced against those signals or bounded by a timeout, so a stalled browser can hold
-//! nothing but its own connection, and only briefly.
+//! Who ends what: the reader ends on the client's close or a bad frame; it tells the writer which
+//! close frame to send. The writer ends on that word or on the room's (the client is too slow,
+//! silent, or the server is stopping), and then sends its close frame itself. Every wait on the
+//! client's socket is raced against those words or bounded by a timeout, so a stalled browser
+//! can hold nothing but its own connection, and only briefly. A connection has no timers of its
+//! own: the room keeps time for all its members (see `room`), which keeps an idle connection
+//! small.
 
 use crate::message::{inbound_text, Encoded};
-use crate::queue::{Batch, Next, Queue};
+use crate::queue::{Batch, Dismissal, Next, Queue};
 use crate::room::{JoinError, JoinRequest, Member, Outbox, Registry};
-use crate::shutdown;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -23,7 +25,7 @@ use smol::{Executor, Timer};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes tungstenite reads from the socket at a time (its default is 128 KiB). Every connection
 /// holds this much once it has read anything; browsers send little, and larger frames still
@@ -46,10 +48,6 @@ pub struct Limits {
     pub history: usize,
     /// Largest inbound message.
     pub max_message_bytes: usize,
-    /// How often the writer pings.
-    pub ping_interval: Duration,
-    /// Longest silence (no frame, no pong) before the client is dropped.
-    pub pong_wait: Duration,
 }
 
 /// tungstenite settings sized for small boards: small buffers, our message limit.
@@ -99,8 +97,6 @@ pub struct Start<S, L> {
     pub registry: Registry,
     /// Where its writer task runs.
     pub executor: Arc<Executor<'static>>,
-    /// Fires when the server stops.
-    pub shutdown: shutdown::Signal,
     /// Held while the connection lives (a connection slot), dropped just before the socket
     /// closes, so a client that has seen its connection end may connect again at once.
     pub lease: L,
@@ -118,7 +114,6 @@ where
         limits,
         registry,
         executor,
-        shutdown,
         lease,
     } = unbox(start);
     let Some(ws) = upgrade.await else {
@@ -126,14 +121,10 @@ where
     };
     let (sink, mut stream) = unbox(ws).split();
     let queue: Arc<Queue<Close>> = Arc::default();
-    let kick = queue.clone();
     let outbox = Outbox {
         frames: queue.clone(),
         // Room for the welcome, the history replay and the live queue.
         limit: limits.queue + limits.history + 1,
-        kick: Box::new(move || {
-            kick.stop(Some((CloseCode::Policy, "too slow: message queue full")))
-        }),
     };
     let request = JoinRequest {
         room: client.room.clone(),
@@ -160,9 +151,9 @@ where
         member.id()
     );
 
-    let mut writer = executor.spawn(write(sink, queue.clone(), shutdown, limits.ping_interval));
+    let mut writer = executor.spawn(write(sink, queue.clone()));
     let first = or(
-        async { Ended::Reader(read(&mut stream, &member, &limits).await) },
+        async { Ended::Reader(read(&mut stream, &member, &queue, &limits).await) },
         async { Ended::Writer((&mut writer).await) },
     )
     .await;
@@ -261,27 +252,19 @@ enum Ended<S> {
 }
 
 /// Reads frames until the client closes, misbehaves or goes silent for `pong_wait`.
-async fn read<S>(stream: &mut WebSocketReceiver<S>, member: &Member, limits: &Limits) -> Close
+async fn read<S>(
+    stream: &mut WebSocketReceiver<S>,
+    member: &Member,
+    queue: &Queue<Close>,
+    limits: &Limits,
+) -> Close
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut last_seen = Instant::now();
-    let mut silence = Timer::at(last_seen + limits.pong_wait);
     loop {
-        let next = or(async { Some(stream.next().await) }, async {
-            (&mut silence).await;
-            None
-        })
-        .await;
-        let Some(item) = next else {
-            // The timer is re-armed lazily, from the last frame seen, to keep reads cheap.
-            if last_seen.elapsed() >= limits.pong_wait {
-                return Some((CloseCode::Away, "no pong within the keepalive limit"));
-            }
-            silence.set_at(last_seen + limits.pong_wait);
-            continue;
-        };
-        last_seen = Instant::now();
+        let item = stream.next().await;
+        // For the room's keepalive: anything the client sends, a pong included, shows it is there.
+        queue.heard();
         // Only the text outlives this match, so the frame is not kept across the await below.
         let text = match item {
             None => return None,
@@ -316,13 +299,6 @@ fn close_for(error: &WsError, limits: &Limits) -> Close {
     }
 }
 
-/// What woke the writer.
-enum Wake {
-    Frames(Batch),
-    Ping,
-    Stop(Close),
-}
-
 /// How a write went.
 enum Step {
     Done,
@@ -330,55 +306,29 @@ enum Step {
     Broken,
 }
 
-/// Sends whatever is queued (one flush per batch), pings, and sends the final close frame.
-async fn write<S>(
-    mut sink: WebSocketSender<S>,
-    queue: Arc<Queue<Close>>,
-    shutdown: shutdown::Signal,
-    ping_interval: Duration,
-) -> WebSocketSender<S>
+/// Sends whatever is queued (one flush per batch) and the pings the room asks for, and then
+/// the final close frame.
+async fn write<S>(mut sink: WebSocketSender<S>, queue: Arc<Queue<Close>>) -> WebSocketSender<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ping = Timer::interval(ping_interval);
-    // Made once: a fresh wait per wake-up would register (and allocate) a listener every time.
-    let mut shutting_down = std::pin::pin!(shutdown.wait());
     let close = loop {
-        let wake = or(
-            async {
-                match queue.next().await {
-                    Next::Frames(batch) => Wake::Frames(batch),
-                    Next::Stop(close) => Wake::Stop(close),
-                    // The room let go of us; the reader or the kick has said why already.
-                    Next::Closed => Wake::Stop(None),
-                }
-            },
-            or(
-                async {
-                    ping.next().await;
-                    Wake::Ping
-                },
-                async {
-                    shutting_down.as_mut().await;
-                    Wake::Stop(GOING_AWAY)
-                },
-            ),
-        )
-        .await;
-        let step = match wake {
-            Wake::Stop(close) => break close,
-            Wake::Frames(batch) => {
+        let step = match queue.next().await {
+            Next::Frames(batch) => {
                 let sink = &mut sink;
-                guarded(&queue, &shutdown, move || send_batch(sink, batch)).await
+                guarded(&queue, move || send_batch(sink, batch)).await
             }
-            Wake::Ping => {
+            Next::Ping => {
                 let sink = &mut sink;
                 let ping = move || {
                     let sink = sink; // Moved, not reborrowed: the future keeps the borrow.
                     sink.send(Message::Ping(Default::default()))
                 };
-                guarded(&queue, &shutdown, ping).await
+                guarded(&queue, ping).await
             }
+            Next::Stop(close) => break close,
+            // The room let go of us; the reader or the room has said why already.
+            Next::Closed => break None,
         };
         match step {
             Step::Done => {}
@@ -405,17 +355,21 @@ where
     sink
 }
 
-/// The close frame for a server shutdown.
-const GOING_AWAY: Close = Some((CloseCode::Away, "server shutting down"));
+/// The close frame for each reason a room lets a member go.
+impl From<Dismissal> for Close {
+    fn from(why: Dismissal) -> Close {
+        Some(match why {
+            Dismissal::TooSlow => (CloseCode::Policy, "too slow: message queue full"),
+            Dismissal::Silent => (CloseCode::Away, "no pong within the keepalive limit"),
+            Dismissal::ShuttingDown => (CloseCode::Away, "server shutting down"),
+        })
+    }
+}
 
 /// Runs one write, abandoning it if told to stop meanwhile (a stalled socket never finishes).
 /// The write is made here, from `start`: a future passed in would be held twice in this one's
 /// state (as the argument and where it is pinned), and this state is part of every writer's.
-async fn guarded<W>(
-    queue: &Queue<Close>,
-    shutdown: &shutdown::Signal,
-    start: impl FnOnce() -> W,
-) -> Step
+async fn guarded<W>(queue: &Queue<Close>, start: impl FnOnce() -> W) -> Step
 where
     W: Future<Output = Result<(), WsError>>,
 {
@@ -424,19 +378,12 @@ where
         Ok(()) => Step::Done,
         Err(_) => Step::Broken,
     };
-    // Most writes finish at once (the socket has room). Only one that must wait is raced
-    // against the stop signals, whose listeners cost an allocation each; a stop word that
-    // arrived meanwhile is read first thing by the writer's next wait.
+    // Most writes finish at once (the socket has room); a stop word that arrived meanwhile is
+    // read first thing by the writer's next wait.
     if let Some(result) = smol::future::poll_once(write.as_mut()).await {
         return step(result);
     }
-    let stopped = async {
-        let word = or(async { queue.stopped().await.unwrap_or(None) }, async {
-            shutdown.wait().await;
-            GOING_AWAY
-        });
-        Step::Stop(word.await)
-    };
+    let stopped = async { Step::Stop(queue.stopped().await.unwrap_or(None)) };
     // Boxed: only a write that has to wait comes here, and every writer's state would otherwise
     // be sized for it.
     Box::pin(or(stopped, async { step(write.await) })).await

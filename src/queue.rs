@@ -8,12 +8,16 @@
 //! length bound itself ([`Queue::push_within`]); the stop word (a close frame, from the reader or
 //! the room's kick) bypasses the frames, so a writer stuck behind a full socket still hears it.
 //! Two async-channels did this before at about 3.7 KB per idle client.
+//!
+//! The queue also carries the room's keepalive: the room asks for pings through it and reads
+//! from it when the client was last heard, so no connection needs timers of its own.
 
 use crate::message::Encoded;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// Frames waiting for one client, and whether it must stop. `S` is the stop word's type.
 pub struct Queue<S> {
@@ -24,6 +28,10 @@ struct State<S> {
     frames: Batch,
     stop: Option<S>,
     closed: bool,
+    /// The room asked for a ping.
+    ping: bool,
+    /// When the client last sent anything (a pong included).
+    heard: Instant,
     /// The writer, if it is waiting: woken on every push, stop and close.
     waiting: Option<Waker>,
 }
@@ -79,6 +87,17 @@ pub enum Pushed {
     Closed,
 }
 
+/// Why a room lets a member go; the client turns it into a close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dismissal {
+    /// Its queue was full: it reads too slowly.
+    TooSlow,
+    /// Nothing heard from it, not even a pong, for the keepalive limit.
+    Silent,
+    /// The server is stopping.
+    ShuttingDown,
+}
+
 /// The room's side of a client's queue, without the client's stop-word type.
 pub trait FrameSink: Send + Sync {
     /// See [`Queue::push_within`].
@@ -87,9 +106,15 @@ pub trait FrameSink: Send + Sync {
     fn len(&self) -> usize;
     /// See [`Queue::close`].
     fn close(&self);
+    /// See [`Queue::ping`].
+    fn ping(&self);
+    /// See [`Queue::quiet_for`].
+    fn quiet_for(&self) -> Duration;
+    /// Tells the client to close, for this reason (see [`Queue::stop`]).
+    fn dismiss(&self, why: Dismissal);
 }
 
-impl<S: Send> FrameSink for Queue<S> {
+impl<S: Send + From<Dismissal>> FrameSink for Queue<S> {
     fn push_within(&self, frame: Encoded, limit: usize) -> Pushed {
         Queue::push_within(self, frame, limit)
     }
@@ -99,6 +124,15 @@ impl<S: Send> FrameSink for Queue<S> {
     fn close(&self) {
         Queue::close(self)
     }
+    fn ping(&self) {
+        Queue::ping(self)
+    }
+    fn quiet_for(&self) -> Duration {
+        Queue::quiet_for(self)
+    }
+    fn dismiss(&self, why: Dismissal) {
+        Queue::stop(self, S::from(why))
+    }
 }
 
 /// What the writer gets from [`Queue::next`].
@@ -107,6 +141,8 @@ pub enum Next<S> {
     Frames(Batch),
     /// Stop, with this word; queued frames are abandoned.
     Stop(S),
+    /// Send a ping (nothing is queued).
+    Ping,
     /// The queue was closed without a word.
     Closed,
 }
@@ -118,6 +154,8 @@ impl<S> Default for Queue<S> {
                 frames: Batch::default(),
                 stop: None,
                 closed: false,
+                ping: false,
+                heard: Instant::now(),
                 waiting: None,
             }),
         }
@@ -165,6 +203,23 @@ impl<S> Queue<S> {
         Queue::wake(state);
     }
 
+    /// Asks the writer for a ping, unless it has frames to send first.
+    pub fn ping(&self) {
+        let mut state = self.lock();
+        state.ping = true;
+        Queue::wake(state);
+    }
+
+    /// Notes that the client said something (any frame, a pong included).
+    pub fn heard(&self) {
+        self.lock().heard = Instant::now();
+    }
+
+    /// How long since the client last said anything (since the queue was made, if nothing).
+    pub fn quiet_for(&self) -> Duration {
+        self.lock().heard.elapsed()
+    }
+
     /// Closes the queue: pushes fail from now on, and the writer is told once it has nothing
     /// left to say.
     pub fn close(&self) {
@@ -182,7 +237,8 @@ impl<S> Queue<S> {
         }
     }
 
-    /// Waits for frames, a stop word or the close. A stop word comes before frames.
+    /// Waits for frames, a stop word, the close or a ping. A stop word comes before frames, and
+    /// frames before a ping.
     /// Only the writer waits on a queue (on this or [`Queue::stopped`], from its one task).
     pub async fn next(&self) -> Next<S> {
         poll_fn(|cx| {
@@ -191,10 +247,15 @@ impl<S> Queue<S> {
                 return Poll::Ready(Next::Stop(word));
             }
             if !state.frames.is_empty() {
+                // A ping asked for meanwhile stays due: only its pong tells the room the client
+                // is still there.
                 return Poll::Ready(Next::Frames(std::mem::take(&mut state.frames)));
             }
             if state.closed {
                 return Poll::Ready(Next::Closed);
+            }
+            if std::mem::take(&mut state.ping) {
+                return Poll::Ready(Next::Ping);
             }
             // Registered under the lock, so no push can slip between check and wait.
             state.wait(cx.waker());
@@ -213,6 +274,15 @@ impl<S> Queue<S> {
     #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// The stop word waiting to be read, if any (for tests).
+    #[cfg(test)]
+    pub fn stop_word(&self) -> Option<S>
+    where
+        S: Clone,
+    {
+        self.lock().stop.clone()
     }
 
     /// Waits for a stop word only (frames stay queued), or the close (`None`).
@@ -299,6 +369,7 @@ mod tests {
                     match smol::block_on(queue.next()) {
                         Next::Frames(batch) => seen.push(format!("{}", batch.len())),
                         Next::Stop(word) => seen.push(word.to_string()),
+                        Next::Ping => seen.push("ping".into()),
                         Next::Closed => return seen,
                     }
                 }
@@ -314,5 +385,29 @@ mod tests {
         assert_eq!(writer.join().unwrap(), ["1", "bye"]);
         assert!(matches!(queue.push_within(frame(2), 8), Pushed::Closed));
         assert!(smol::block_on(queue.stopped()).is_none());
+    }
+
+    #[test]
+    fn a_ping_comes_after_queued_frames_and_a_stop_word_before_both() {
+        let queue: Queue<&str> = Queue::default();
+        queue.ping();
+        queue.push_within(frame(1), 8);
+        assert!(matches!(smol::block_on(queue.next()), Next::Frames(_)));
+        assert!(matches!(smol::block_on(queue.next()), Next::Ping));
+        queue.ping();
+        queue.stop("bye");
+        assert!(matches!(smol::block_on(queue.next()), Next::Stop("bye")));
+        assert!(matches!(smol::block_on(queue.next()), Next::Ping));
+    }
+
+    #[test]
+    fn quiet_time_counts_from_the_last_thing_heard() {
+        let queue: Queue<&str> = Queue::default();
+        // Time passing, not synchronisation: the queue was made before this.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let before = queue.quiet_for();
+        assert!(before >= std::time::Duration::from_millis(30));
+        queue.heard();
+        assert!(queue.quiet_for() < before);
     }
 }

@@ -6,6 +6,10 @@
 //! member's queue without waiting, within the queue's bound; a member whose queue is full is
 //! too slow: it is kicked (its connection is told to close) and removed, and the others go on.
 //!
+//! Rooms also keep their members alive: one timer per room asks every member's writer for a
+//! ping and lets go of members not heard from within the limit, and at shutdown the room tells
+//! every member to close. A connection has no timer or shutdown listener of its own.
+//!
 //! The [`Registry`] maps names to running rooms. It starts a room's task on the first join and
 //! the task removes itself when its last member leaves. Joins are sent while the registry lock is
 //! held, so a room deciding to end (under the same lock, with an empty channel) never loses one.
@@ -14,16 +18,19 @@
 
 use crate::history::{Entry, Ring, Store};
 use crate::message::{timestamp, Encoded, Outbound};
-use crate::queue::{FrameSink, Pushed};
+use crate::queue::{Dismissal, FrameSink, Pushed};
+use crate::shutdown;
 use crate::stats::Stats;
 use crate::trace::Tracer;
 use async_channel::{Receiver, Sender};
+use smol::future::or;
 use smol::lock::Mutex;
-use smol::Executor;
+use smol::stream::StreamExt;
+use smol::{Executor, Timer};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
@@ -43,8 +50,16 @@ pub struct Outbox {
     pub frames: Arc<dyn FrameSink>,
     /// Frames queued before the member counts as too slow.
     pub limit: usize,
-    /// Tells the member's connection to close because it fell too far behind.
-    pub kick: Box<dyn Fn() + Send + Sync>,
+}
+
+/// How rooms keep their members' connections alive.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// How often every member is pinged.
+    pub ping_interval: Duration,
+    /// A member not heard from (no frame, no pong) for this long is let go; it is noticed at
+    /// the next ping, so within `pong_wait + ping_interval`.
+    pub pong_wait: Duration,
 }
 
 impl Drop for Outbox {
@@ -72,6 +87,17 @@ pub struct JoinRequest {
 pub enum JoinError {
     /// Somebody else holds that name in the room.
     NameTaken,
+}
+
+/// What woke a room's loop.
+enum Wake {
+    Event(Event),
+    /// Time to ping everyone.
+    Tick,
+    /// The server is stopping.
+    Shutdown,
+    /// Nobody can send to the room any more.
+    Closed,
 }
 
 /// What a room's loop receives.
@@ -116,6 +142,8 @@ struct Shared {
     stats: Arc<Stats>,
     tracer: Arc<Tracer>,
     executor: Arc<Executor<'static>>,
+    keepalive: Keepalive,
+    shutdown: shutdown::Signal,
 }
 
 /// One client's place in one room. Dropping it leaves the room (best effort; call
@@ -127,14 +155,17 @@ pub struct Member {
 }
 
 impl Registry {
-    /// A registry whose rooms run on `executor`, keep `history` messages, and save them to
-    /// `store` if there is one.
+    /// A registry whose rooms run on `executor`, keep `history` messages, save them to
+    /// `store` if there is one, keep members alive as `keepalive` says, and let everyone go
+    /// when `shutdown` fires.
     pub fn new(
         executor: Arc<Executor<'static>>,
         stats: Arc<Stats>,
         tracer: Arc<Tracer>,
         history: usize,
         store: Option<Arc<Store>>,
+        keepalive: Keepalive,
+        shutdown: shutdown::Signal,
     ) -> Self {
         Registry {
             shared: Arc::new(Shared {
@@ -146,6 +177,8 @@ impl Registry {
                 stats,
                 tracer,
                 executor,
+                keepalive,
+                shutdown,
             }),
         }
     }
@@ -267,6 +300,8 @@ struct Room {
     history: Ring,
     /// Some member's queue was over half full after the last broadcast.
     pressed: bool,
+    /// The server is stopping: everyone has been told to go.
+    shutting_down: bool,
     /// Where the room publishes its head count for `/rooms`.
     people: Arc<AtomicUsize>,
     shared: Arc<Shared>,
@@ -281,6 +316,7 @@ impl Room {
             present: BTreeMap::new(),
             history,
             pressed: false,
+            shutting_down: false,
             people,
             shared,
         }
@@ -310,14 +346,43 @@ impl Room {
             self.name,
             self.history.last_id()
         );
-        while let Ok(event) = inbox.recv().await {
-            match event {
-                Event::Join(joining) => {
+        let mut tick = Timer::interval(self.shared.keepalive.ping_interval);
+        let shutdown = self.shared.shutdown.clone();
+        // Made once: a fresh wait per event would register (and allocate) a listener each time.
+        let mut stopping = std::pin::pin!(shutdown.wait());
+        loop {
+            let listen_for_shutdown = !self.shutting_down;
+            let wake = or(
+                async { inbox.recv().await.map_or(Wake::Closed, Wake::Event) },
+                or(
+                    async {
+                        tick.next().await;
+                        Wake::Tick
+                    },
+                    async {
+                        if listen_for_shutdown {
+                            stopping.as_mut().await;
+                            Wake::Shutdown
+                        } else {
+                            std::future::pending().await
+                        }
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Event(Event::Join(joining)) => {
                     let Joining { id, request, reply } = *joining;
                     let _ = reply.try_send(self.join(id, request));
+                    if self.shutting_down {
+                        self.dismiss_everyone(); // Joined as the server stops.
+                    }
                 }
-                Event::Leave { id } => self.leave(id),
-                Event::Forward { id, text } => self.forward(id, text),
+                Wake::Event(Event::Leave { id }) => self.leave(id),
+                Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Tick => self.keep_alive(),
+                Wake::Shutdown => self.dismiss_everyone(),
+                Wake::Closed => break,
             }
             if self.members.is_empty() && self.try_end(&inbox).await {
                 break;
@@ -330,6 +395,41 @@ impl Room {
             }
         }
         log::debug!("room {}: ended", self.name);
+    }
+
+    /// Pings every member, and lets go of those not heard from within the keepalive limit.
+    fn keep_alive(&mut self) {
+        let pong_wait = self.shared.keepalive.pong_wait;
+        let mut departed = Vec::new();
+        let room = &self.name;
+        self.members.retain(|_, seat| {
+            let quiet = seat.outbox.frames.quiet_for();
+            if quiet < pong_wait {
+                seat.outbox.frames.ping();
+                return true;
+            }
+            log::info!(
+                "room {room}: dropping {}: nothing heard for {} ms, not even a pong",
+                seat.name,
+                quiet.as_millis()
+            );
+            seat.outbox.frames.dismiss(Dismissal::Silent);
+            departed.push(seat.name.clone());
+            false
+        });
+        self.announce_departures(departed);
+    }
+
+    /// The server is stopping: tells every member to close, and forgets them at once (nobody
+    /// is told who left, as everyone is leaving).
+    fn dismiss_everyone(&mut self) {
+        self.shutting_down = true;
+        for seat in self.members.values() {
+            seat.outbox.frames.dismiss(Dismissal::ShuttingDown);
+        }
+        self.members.clear();
+        self.present.clear();
+        self.people.store(0, Ordering::Relaxed);
     }
 
     /// Removes the room from the registry unless a join is waiting; leaves the history behind.
@@ -529,7 +629,7 @@ impl Room {
                         "room {room}: dropping {}: {queued} messages queued, too slow",
                         seat.name
                     );
-                    (seat.outbox.kick)();
+                    seat.outbox.frames.dismiss(Dismissal::TooSlow);
                     stats.dropped();
                     departed.push(seat.name.clone());
                     false
@@ -550,18 +650,22 @@ impl Room {
 mod tests {
     use super::*;
     use crate::queue::{Next, Queue};
-    use std::sync::atomic::AtomicBool;
+
+    /// Far longer than any test: these tests do not exercise the keepalive.
+    const KEEPALIVE: Keepalive = Keepalive {
+        ping_interval: Duration::from_secs(3600),
+        pong_wait: Duration::from_secs(7200),
+    };
 
     struct TestClient {
         member: Member,
         frames: Frames,
-        kicked: Arc<AtomicBool>,
     }
 
     /// A member's queue read one frame at a time, as the tests want it.
     #[derive(Clone, Default)]
     struct Frames {
-        queue: Arc<Queue<()>>,
+        queue: Arc<Queue<Dismissal>>,
         taken: Arc<std::sync::Mutex<VecDeque<Encoded>>>,
     }
 
@@ -574,7 +678,7 @@ mod tests {
                 }
                 match self.queue.next().await {
                     Next::Frames(batch) => self.taken.lock().unwrap().extend(batch),
-                    Next::Stop(()) => {}
+                    Next::Stop(_) | Next::Ping => {}
                     Next::Closed => return Err(()),
                 }
             }
@@ -600,8 +704,32 @@ mod tests {
     fn registry(executor: &Arc<Executor<'static>>) -> (Registry, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         let tracer = Arc::new(Tracer::off());
-        let registry = Registry::new(executor.clone(), stats.clone(), tracer, 10, None);
+        let registry = Registry::new(
+            executor.clone(),
+            stats.clone(),
+            tracer,
+            10,
+            None,
+            KEEPALIVE,
+            never_shutdown(),
+        );
         (registry, stats)
+    }
+
+    /// Fails a test step that has not finished within ten seconds.
+    async fn within<T>(step: impl std::future::Future<Output = T>) -> T {
+        smol::future::or(step, async {
+            Timer::after(Duration::from_secs(10)).await;
+            panic!("a test step took over ten seconds")
+        })
+        .await
+    }
+
+    /// A shutdown signal that never fires (dropping its trigger would fire it).
+    fn never_shutdown() -> shutdown::Signal {
+        let (trigger, signal) = shutdown::channel();
+        std::mem::forget(trigger);
+        signal
     }
 
     /// A new person id per call, unless a test says otherwise.
@@ -619,12 +747,9 @@ mod tests {
         queue: usize,
     ) -> Result<TestClient, JoinError> {
         let frames = Frames::default();
-        let kicked = Arc::new(AtomicBool::new(false));
-        let flag = kicked.clone();
         let outbox = Outbox {
             frames: frames.queue.clone(),
             limit: queue,
-            kick: Box::new(move || flag.store(true, Ordering::SeqCst)),
         };
         let request = JoinRequest {
             room: room.to_owned(),
@@ -634,11 +759,7 @@ mod tests {
             outbox,
         };
         let member = registry.join(request).await?;
-        Ok(TestClient {
-            member,
-            frames,
-            kicked,
-        })
+        Ok(TestClient { member, frames })
     }
 
     /// Joins as a new person and reads the welcome.
@@ -767,8 +888,8 @@ mod tests {
                 })
                 .collect();
             assert_eq!(kept, ["join", "presence"]);
-            assert!(slow.kicked.load(Ordering::SeqCst));
-            assert!(!fast.kicked.load(Ordering::SeqCst));
+            assert_eq!(slow.frames.queue.stop_word(), Some(Dismissal::TooSlow));
+            assert_eq!(fast.frames.queue.stop_word(), None);
             assert_eq!(stats.snapshot().dropped, 1);
         });
     }
@@ -906,7 +1027,15 @@ mod tests {
             let stats = Arc::new(Stats::default());
             let store = Arc::new(Store::open(&dir, 10, stats.clone()).unwrap());
             let tracer = Arc::new(Tracer::off());
-            let registry = Registry::new(ex.clone(), stats.clone(), tracer, 10, Some(store));
+            let registry = Registry::new(
+                ex.clone(),
+                stats.clone(),
+                tracer,
+                10,
+                Some(store),
+                KEEPALIVE,
+                never_shutdown(),
+            );
             let ann = join(&registry, "lobby", "ann", 8).await;
             ann.member.say("unflushed".into()).await;
             leave_last(ann, &stats).await;
@@ -1016,6 +1145,109 @@ mod tests {
             next_json(&ann).await;
             drop(bob);
             assert_eq!(next_json(&ann).await["type"], "leave");
+        });
+    }
+
+    #[test]
+    fn the_room_pings_members_it_hears_from_and_lets_silent_ones_go() {
+        with_executor(|ex| async move {
+            let stats = Arc::new(Stats::default());
+            let keepalive = Keepalive {
+                ping_interval: Duration::from_millis(20),
+                pong_wait: Duration::from_millis(200),
+            };
+            let registry = Registry::new(
+                ex.clone(),
+                stats,
+                Arc::new(Tracer::off()),
+                10,
+                None,
+                keepalive,
+                never_shutdown(),
+            );
+            let quiet = join(&registry, "lobby", "quiet", 64).await;
+            let talker = join(&registry, "lobby", "talker", 64).await;
+            // The talker answers every ping (as a browser does with a pong); the quiet one
+            // never says anything.
+            let mut pings = 0;
+            let left = within(async {
+                loop {
+                    match talker.frames.queue.next().await {
+                        Next::Ping => {
+                            pings += 1;
+                            talker.frames.queue.heard();
+                        }
+                        Next::Frames(batch) => {
+                            let leave = batch.into_iter().find_map(|frame| {
+                                let json: serde_json::Value =
+                                    serde_json::from_slice(frame.bytes()).unwrap();
+                                (json["type"] == "leave").then_some(json)
+                            });
+                            if let Some(leave) = leave {
+                                break leave;
+                            }
+                        }
+                        other => panic!("talker was let go: {}", matches!(other, Next::Closed)),
+                    }
+                }
+            })
+            .await;
+            assert_eq!(left["name"], "quiet");
+            assert!(pings >= 2, "pinged {pings} times before the quiet one went");
+            assert_eq!(quiet.frames.queue.stop_word(), Some(Dismissal::Silent));
+            assert!(quiet.frames.queue.quiet_for() >= keepalive.pong_wait);
+            assert_eq!(talker.frames.queue.stop_word(), None);
+        });
+    }
+
+    #[test]
+    fn at_shutdown_every_member_is_told_and_the_room_ends() {
+        with_executor(|ex| async move {
+            let stats = Arc::new(Stats::default());
+            let (trigger, signal) = shutdown::channel();
+            let registry = Registry::new(
+                ex.clone(),
+                stats.clone(),
+                Arc::new(Tracer::off()),
+                10,
+                None,
+                KEEPALIVE,
+                signal,
+            );
+            let clients = join_all(&registry, &["ann", "bob", "cy"]).await;
+            trigger.fire();
+            for client in &clients {
+                // Nobody is told who left: the stop word is all that comes before the close.
+                let words = within(async {
+                    let mut words = Vec::new();
+                    loop {
+                        match client.frames.queue.next().await {
+                            Next::Stop(word) => words.push(word),
+                            Next::Frames(batch) => {
+                                for frame in batch {
+                                    let json: serde_json::Value =
+                                        serde_json::from_slice(frame.bytes()).unwrap();
+                                    assert_ne!(json["type"], "leave", "{json}");
+                                }
+                            }
+                            Next::Ping => {}
+                            Next::Closed => return words,
+                        }
+                    }
+                })
+                .await;
+                assert_eq!(words, [Dismissal::ShuttingDown]);
+            }
+            // The room ends with nobody left: its count goes, without anyone leaving first.
+            within(async {
+                while stats.snapshot().rooms != 0 {
+                    smol::future::yield_now().await;
+                }
+            })
+            .await;
+            for client in clients {
+                client.member.leave().await;
+            }
         });
     }
 }

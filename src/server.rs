@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::history::Store;
-use crate::room::Registry;
+use crate::room::{Keepalive, Registry};
 use crate::session::{self, Sessions};
 use crate::stats::{Snapshot, Stats};
 use crate::trace::Tracer;
@@ -74,14 +74,17 @@ impl Server {
                 tracer,
                 config.history,
                 store.clone(),
+                Keepalive {
+                    ping_interval: config.ping_interval,
+                    pong_wait: config.pong_wait,
+                },
+                signal.clone(),
             ),
             stats: stats.clone(),
             limits: client::Limits {
                 queue: config.queue.get(),
                 history: config.history,
                 max_message_bytes: config.max_message_bytes.get(),
-                ping_interval: config.ping_interval,
-                pong_wait: config.pong_wait,
             },
             max_connections: config.max_connections,
             allow_origins: config.allow_origins.clone().into(),

@@ -538,7 +538,6 @@ async fn upgrade(req: Request<State>) -> tide::Result {
             limits: state.limits.clone(),
             registry: state.registry.clone(),
             executor: state.executor.clone(),
-            shutdown: state.shutdown.clone(),
             lease,
         })))
         .detach();
