@@ -19,7 +19,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_util::{ready, SinkExt};
 use smol::future::or;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
 use std::future::{poll_fn, Future};
@@ -31,9 +31,10 @@ use std::time::Duration;
 /// holds this much once it has read anything; browsers send little, and larger frames still
 /// get the room they need.
 const READ_BUFFER_BYTES: usize = 128;
-/// Bytes of frames buffered before tungstenite writes them out; a flush writes the rest. The
-/// buffer keeps its largest size, so this bounds what an idle connection holds after a burst.
-const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes of frames tungstenite buffers before passing them on: none, as its buffer would keep
+/// the size of the largest burst for good. Frames are gathered below it instead, in a buffer
+/// that is let go after each batch (see `coalesce`), so each batch is still one `write`.
+const WRITE_BUFFER_BYTES: usize = 0;
 /// Longest a close handshake, or draining a misbehaving client, may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded from a client after closing it for a protocol error.
@@ -50,7 +51,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
 }
 
-/// tungstenite settings sized for small boards: small buffers, our message limit.
+/// tungstenite settings sized for small boards: small buffers, our message limit. The socket
+/// under it must gather writes (`coalesce::Coalesce`).
 pub fn websocket_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -210,7 +212,7 @@ async fn finish<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match first {
+    let sink = match first {
         Ended::Reader(close) => {
             if let Some((code, reason)) = close {
                 log::info!("{}: closing {}: {reason}", client.peer, u16::from(code));
@@ -224,11 +226,14 @@ async fn finish<S>(
             let sink = writer.await;
             if initiated {
                 if let Ok(mut ws) = WebSocketStream::reunite(sink, stream) {
+                    send_last_words(ws.get_mut()).await;
                     drain(ws.get_mut()).await;
                 }
+                return;
             }
+            sink
         }
-        Ended::Writer(_sink) => {
+        Ended::Writer(sink) => {
             member.leave().await;
             // We sent a close (kick or shutdown) or the socket broke: give the client a moment
             // to answer the close handshake, discarding anything else it says.
@@ -239,8 +244,22 @@ async fn finish<S>(
                 },
             )
             .await;
+            sink
         }
+    };
+    if let Ok(mut ws) = WebSocketStream::reunite(sink, stream) {
+        send_last_words(ws.get_mut()).await;
     }
+}
+
+/// Sends what tungstenite wrote but did not flush: its answer to the client's close frame, which
+/// it writes as the connection ends and leaves to the socket (here, gathered in `Coalesce`).
+async fn send_last_words<S: AsyncWrite + Unpin>(socket: &mut S) {
+    let _ = or(async { socket.flush().await.map_err(drop) }, async {
+        Timer::after(CLOSE_TIMEOUT).await;
+        Err(())
+    })
+    .await;
 }
 
 /// Which half of the connection finished first.

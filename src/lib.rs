@@ -8,8 +8,8 @@
 //! - [`server`]: executor threads, accept loop, graceful shutdown.
 //! - `http`: one HTTP/1.1 connection (async-h1 parsing, our own head reading).
 //! - `web`: the tide app: page, assets, `/healthz`, the WebSocket upgrade.
-//! - `client`: one WebSocket's read and write tasks, limits, keepalive.
-//! - `room`: the room loop (join / leave / forward) and the registry of rooms.
+//! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
+//! - `room`: the room loop (join / leave / forward, keepalive) and the registry of rooms.
 //! - `message`: the wire protocol.
 //! - [`trace`]: the book's tracer.
 //!
@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod coalesce;
 pub mod config;
 mod history;
 mod http;

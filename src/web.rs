@@ -16,6 +16,7 @@
 //! | `GET /healthz`   | JSON counters                                                   |
 
 use crate::client::{self, Client, Limits};
+use crate::coalesce::Coalesce;
 use crate::message::{display_name, valid_room, ANONYMOUS, DEFAULT_ROOM};
 use crate::room::Registry;
 use crate::session::{Session, Sessions};
@@ -526,7 +527,8 @@ async fn upgrade(req: Request<State>) -> tide::Result {
     let config = client::websocket_config(&state.limits);
     let websocket = Box::pin(async move {
         let connection = upgraded.await?; // None: the 101 never reached the client.
-        let ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(config)).await;
+        let socket = Coalesce::new(connection);
+        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
         Some(Box::new(ws))
     });
     let lease = (slot, state.alive.clone());
