@@ -270,7 +270,7 @@ enum Ended<S> {
     Writer(WebSocketSender<S>),
 }
 
-/// Reads frames until the client closes, misbehaves or goes silent for `pong_wait`.
+/// Reads frames until the client closes or misbehaves (its room notices if it goes silent).
 async fn read<S>(
     stream: &mut WebSocketReceiver<S>,
     member: &Member,

@@ -72,9 +72,10 @@ pub struct Config {
     pub trace: bool,
     /// Log level.
     pub log_level: log::LevelFilter,
-    /// How often the server pings each WebSocket.
+    /// How often the server pings each WebSocket (each room pings its members together).
     pub ping_interval: Duration,
-    /// How long a WebSocket may stay silent (no frame, no pong) before it is dropped.
+    /// How long a WebSocket may stay silent (no frame, no pong) before it is dropped; noticed
+    /// at the next ping, so within `pong_wait + ping_interval`.
     pub pong_wait: Duration,
 }
 
