@@ -1152,9 +1152,11 @@ mod tests {
     fn the_room_pings_members_it_hears_from_and_lets_silent_ones_go() {
         with_executor(|ex| async move {
             let stats = Arc::new(Stats::default());
+            // The talker answers every 25 ms; only a stall of a whole second would make it
+            // look silent.
             let keepalive = Keepalive {
-                ping_interval: Duration::from_millis(20),
-                pong_wait: Duration::from_millis(200),
+                ping_interval: Duration::from_millis(25),
+                pong_wait: Duration::from_secs(1),
             };
             let registry = Registry::new(
                 ex.clone(),
