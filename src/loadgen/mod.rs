@@ -1,8 +1,9 @@
 //! A load generator that talks real WebSocket to a smolchat server: the measurements behind
 //! `BENCHMARKS.md` (through `benches/load.rs`) and behind `smolchat --self-test`.
 //!
-//! Everything runs on the calling thread (one smol `LocalExecutor`), so the generator can be
-//! pinned to one core and the server to another. Clients join with `?name=`, so the server must
+//! Senders and idle clients run on the calling thread (one smol `LocalExecutor`); a fan-out's
+//! receivers are read by one more thread (`receivers`). Pinning the process (`taskset`)
+//! keeps them all on one core, and the server on another. Clients join with `?name=`, so the server must
 //! run without a passcode. Latency is measured by carrying the send time in the message text
 //! (`t=<microseconds>` since the generator started); sender and receivers share one clock.
 
