@@ -703,17 +703,28 @@ mod tests {
 
     fn registry(executor: &Arc<Executor<'static>>) -> (Registry, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
+        let registry = registry_with(executor, &stats, None, KEEPALIVE, never_shutdown());
+        (registry, stats)
+    }
+
+    /// A registry keeping 10 messages per room, without tracing; the rest as given.
+    fn registry_with(
+        executor: &Arc<Executor<'static>>,
+        stats: &Arc<Stats>,
+        store: Option<Arc<Store>>,
+        keepalive: Keepalive,
+        shutdown: shutdown::Signal,
+    ) -> Registry {
         let tracer = Arc::new(Tracer::off());
-        let registry = Registry::new(
+        Registry::new(
             executor.clone(),
             stats.clone(),
             tracer,
             10,
-            None,
-            KEEPALIVE,
-            never_shutdown(),
-        );
-        (registry, stats)
+            store,
+            keepalive,
+            shutdown,
+        )
     }
 
     /// Fails a test step that has not finished within ten seconds.
@@ -1026,16 +1037,7 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             let stats = Arc::new(Stats::default());
             let store = Arc::new(Store::open(&dir, 10, stats.clone()).unwrap());
-            let tracer = Arc::new(Tracer::off());
-            let registry = Registry::new(
-                ex.clone(),
-                stats.clone(),
-                tracer,
-                10,
-                Some(store),
-                KEEPALIVE,
-                never_shutdown(),
-            );
+            let registry = registry_with(&ex, &stats, Some(store), KEEPALIVE, never_shutdown());
             let ann = join(&registry, "lobby", "ann", 8).await;
             ann.member.say("unflushed".into()).await;
             leave_last(ann, &stats).await;
@@ -1158,15 +1160,7 @@ mod tests {
                 ping_interval: Duration::from_millis(25),
                 pong_wait: Duration::from_secs(1),
             };
-            let registry = Registry::new(
-                ex.clone(),
-                stats,
-                Arc::new(Tracer::off()),
-                10,
-                None,
-                keepalive,
-                never_shutdown(),
-            );
+            let registry = registry_with(&ex, &stats, None, keepalive, never_shutdown());
             let quiet = join(&registry, "lobby", "quiet", 64).await;
             let talker = join(&registry, "lobby", "talker", 64).await;
             // The talker answers every ping (as a browser does with a pong); the quiet one
@@ -1207,15 +1201,7 @@ mod tests {
         with_executor(|ex| async move {
             let stats = Arc::new(Stats::default());
             let (trigger, signal) = shutdown::channel();
-            let registry = Registry::new(
-                ex.clone(),
-                stats.clone(),
-                Arc::new(Tracer::off()),
-                10,
-                None,
-                KEEPALIVE,
-                signal,
-            );
+            let registry = registry_with(&ex, &stats, None, KEEPALIVE, signal);
             let clients = join_all(&registry, &["ann", "bob", "cy"]).await;
             trigger.fire();
             for client in &clients {
