@@ -289,7 +289,7 @@ fn a_memory_budget_caps_connections_and_memory_stays_within_it() {
         }
     }));
     // The model reserves BASE_BYTES for the started server (a release build starts at about
-    // 1.2 MiB, see BENCHMARKS.md); this debug build's own code pages take more before any
+    // 1.4 MiB, see BENCHMARKS.md); this debug build's own code pages take more before any
     // client arrives. What the clients and messages add must fit the rest. Under an emulator
     // the process's memory is mostly the emulator's (its translation cache grows with every
     // new code path), so memory is judged by the native run; the cap is checked above in both.
