@@ -99,14 +99,15 @@ pub struct Start<S, L> {
     pub registry: Registry,
     /// Where its writer task runs.
     pub executor: Arc<Executor<'static>>,
-    /// Held while the connection lives (a connection slot), dropped just before the socket
-    /// closes, so a client that has seen its connection end may connect again at once.
+    /// Held while the connection lives (a connection slot) and let go before the client can see
+    /// it end (before any close frame goes out), so a client that has seen its connection end
+    /// may connect again at once. The writer holds it, as the writer sends the close frames.
     pub lease: L,
 }
 
 /// Runs one client until its connection ends: waits for the upgrade, joins the room, spawns the
 /// writer, reads.
-pub async fn serve<S, L: Send>(start: Box<Start<S, L>>)
+pub async fn serve<S, L: Send + 'static>(start: Box<Start<S, L>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -140,8 +141,8 @@ where
     let member = match Box::pin(registry.join(request)).await {
         Ok(member) => member,
         Err(JoinError::NameTaken) => {
-            Box::pin(refuse_name(sink, stream, &client)).await;
             drop(lease);
+            Box::pin(refuse_name(sink, stream, &client)).await;
             return;
         }
     };
@@ -153,7 +154,7 @@ where
         member.id()
     );
 
-    let mut writer = executor.spawn(write(sink, queue.clone()));
+    let mut writer = executor.spawn(write(sink, queue.clone(), lease));
     let first = or(
         async { Ended::Reader(read(&mut stream, &member, &queue, &limits).await) },
         async { Ended::Writer((&mut writer).await) },
@@ -163,7 +164,6 @@ where
     // Whatever the room still sends has nowhere to go: its next push removes us if need be.
     queue.close();
     log::debug!("{}: {} left room {}", client.peer, client.name, client.room);
-    drop(lease);
 }
 
 /// Moves a value out of its box and frees the box at once: in an async fn, `*boxed` keeps the
@@ -326,8 +326,12 @@ enum Step {
 }
 
 /// Sends whatever is queued (one flush per batch) and the pings the room asks for, and then
-/// the final close frame.
-async fn write<S>(mut sink: WebSocketSender<S>, queue: Arc<Queue<Close>>) -> WebSocketSender<S>
+/// the final close frame, having let go of the connection's `lease` first.
+async fn write<S, L>(
+    mut sink: WebSocketSender<S>,
+    queue: Arc<Queue<Close>>,
+    lease: L,
+) -> WebSocketSender<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -355,6 +359,9 @@ where
             Step::Broken => return sink,
         }
     };
+    // Before any close frame: the client, or the reader answering the client's close once
+    // this task ends, may show the end to the client now.
+    drop(lease);
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
