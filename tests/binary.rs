@@ -65,6 +65,19 @@ impl Process {
         (status, started.elapsed())
     }
 
+    /// The log lines not read yet, up to the end of stderr (call it once the process has
+    /// exited: lines may still be on their way from the reading thread until then).
+    fn rest_of_log(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.log.recv_timeout(STEP) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr still open: {lines:?}"),
+            }
+        }
+    }
+
     /// Names of the process's threads, from /proc.
     fn thread_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
@@ -154,7 +167,7 @@ fn sigterm_closes_clients_with_1001_and_exits_0_within_2_seconds() {
     let (status, took) = server.wait(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
-    let said: Vec<String> = server.log.try_iter().collect();
+    let said = server.rest_of_log();
     assert!(said.iter().any(|l| l.contains("shutting down")), "{said:?}");
 }
 
