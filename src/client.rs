@@ -359,8 +359,8 @@ where
             Step::Broken => return sink,
         }
     };
-    // Before any close frame: the client, or the reader answering the client's close once
-    // this task ends, may show the end to the client now.
+    // Let go before any close frame goes out, ours below or the reader's answer to the
+    // client's close once this task ends: from then on the client may see the end.
     drop(lease);
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
