@@ -200,15 +200,7 @@ fn no_executor_threads_beyond_ours_even_after_expect_100_continue() {
             .unwrap();
         assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
         stream.write_all(b"hi").await.unwrap();
-        let mut rest = Vec::new();
-        let mut chunk = [0u8; 512];
-        while !String::from_utf8_lossy(&rest).contains("\r\n\r\n") {
-            let n = within("final response", stream.read(&mut chunk))
-                .await
-                .unwrap();
-            assert!(n > 0);
-            rest.extend_from_slice(&chunk[..n]);
-        }
+        let rest = read_until(&mut stream, "\r\n\r\n", "final response").await;
         assert!(
             rest.starts_with(b"HTTP/1.1 405"),
             "{}",

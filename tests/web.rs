@@ -225,16 +225,8 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         let mut stream = smol::net::TcpStream::connect(server.addr).await.unwrap();
         let request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
         stream.write_all(request.as_bytes()).await.unwrap();
-        let mut seen = Vec::new();
-        let mut chunk = [0u8; 4096];
         // The first answer arrives while the connection stays open.
-        while !String::from_utf8_lossy(&seen).contains("\"dropped\"") {
-            let n = within("first response", stream.read(&mut chunk))
-                .await
-                .unwrap();
-            assert!(n > 0, "server closed a keep-alive connection");
-            seen.extend_from_slice(&chunk[..n]);
-        }
+        read_until(&mut stream, "\"dropped\"", "first response").await;
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await

@@ -168,20 +168,25 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> Reply {
     parse_reply(&bytes)
 }
 
+/// Reads from `stream` until what has arrived contains `marker` (the connection stays open);
+/// returns all of it. Fails the test if the connection closes first or a read takes too long.
+pub async fn read_until(stream: &mut TcpStream, marker: &str, what: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&bytes).contains(marker) {
+        let n = within(what, stream.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "connection closed before {what}");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    bytes
+}
+
 /// Sends `request` and returns the status of the first final response, reading only its head
 /// (for upgrades, whose connection stays open).
 pub async fn status_of(addr: SocketAddr, request: String) -> u16 {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !String::from_utf8_lossy(&bytes).contains("\r\n\r\n") {
-        let n = within("a response head", stream.read(&mut chunk))
-            .await
-            .unwrap();
-        assert!(n > 0, "connection closed before a response head");
-        bytes.extend_from_slice(&chunk[..n]);
-    }
+    let bytes = read_until(&mut stream, "\r\n\r\n", "a response head").await;
     String::from_utf8_lossy(&bytes)
         .split(' ')
         .nth(1)
