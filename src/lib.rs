@@ -7,9 +7,9 @@
 //! - [`config`]: defaults, config file and flags, validated into a [`Config`].
 //! - [`server`]: executor threads, accept loop, graceful shutdown.
 //! - `http`: one HTTP/1.1 connection (async-h1 parsing, our own head reading).
-//! - `web`: the tide app: page, assets, `/healthz`, the WebSocket upgrade.
+//! - `web/`: the tide app, a file per concern: page, sign-in, assets, status, the upgrade.
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
-//! - `room`: the room loop (join / leave / forward, keepalive) and the registry of rooms.
+//! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - `message`: the wire protocol.
 //! - [`trace`]: the book's tracer.
 //!

@@ -1,0 +1,388 @@
+//! Rooms: one task per room owns its members, its history and its message counter; everyone
+//! else talks to it over a channel of [`Event`]s (the book's join / leave / forward, in one
+//! ordered channel).
+//!
+//! The room never waits for a client. Each broadcast is encoded once and offered to every
+//! member's queue without waiting, within the queue's bound; a member whose queue is full is
+//! too slow: it is kicked (its connection is told to close) and removed, and the others go on.
+//!
+//! Rooms also keep their members alive: one timer per room asks every member's writer for a
+//! ping and lets go of members not heard from within the limit, and at shutdown the room tells
+//! every member to close. A connection has no timer or shutdown listener of its own.
+//!
+//! The [`Registry`] (`registry.rs`) maps names to running rooms. It starts a room's task on the first join and
+//! the task removes itself when its last member leaves. Joins are sent while the registry lock is
+//! held, so a room deciding to end (under the same lock, with an empty channel) never loses one.
+//! A room that ends leaves its history behind: in the store on disk, or (memory only) with the
+//! registry, so whoever comes back sees the conversation and ids go on increasing.
+//!
+//! Files: this one holds the loop and what it does with join / leave / forward; `registry`
+//! starts and ends rooms; `keepalive` pings and lets go; `presence` tells members who is here.
+
+mod keepalive;
+mod presence;
+mod registry;
+#[cfg(test)]
+mod tests;
+
+pub use keepalive::Keepalive;
+pub use registry::{Member, Registry};
+
+use crate::history::{Entry, Ring};
+use crate::message::{timestamp, Encoded, Outbound};
+use crate::queue::{Dismissal, FrameSink, Pushed};
+use async_channel::{Receiver, Sender};
+use registry::Shared;
+use smol::future::or;
+use smol::stream::StreamExt;
+use smol::Timer;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Events a room's channel holds before senders wait. Forwards beyond it make the sending
+/// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
+/// The channel allocates every slot up front, so this is also a per-room memory cost.
+const ROOM_EVENT_QUEUE: usize = 64;
+
+/// Identifies one connection in its room.
+pub type ClientId = u64;
+
+/// How a room reaches one member. Dropping it (the member left or was dropped) closes the
+/// member's queue, which tells its writer.
+pub struct Outbox {
+    /// The member's queue of encoded frames; the room alone pushes to it.
+    pub frames: Arc<dyn FrameSink>,
+    /// Frames queued before the member counts as too slow.
+    pub limit: usize,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.frames.close();
+    }
+}
+
+/// Who wants to join, and what they already have.
+pub struct JoinRequest {
+    /// The room.
+    pub room: String,
+    /// The display name, already checked.
+    pub name: String,
+    /// Identifies a person across tabs: the same person may hold a name twice, nobody else may.
+    pub person: u64,
+    /// The newest message id the client has; it gets what came after. `None`: all history.
+    pub since: Option<u64>,
+    /// Where the room delivers.
+    pub outbox: Outbox,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// Somebody else holds that name in the room.
+    NameTaken,
+}
+
+/// What woke a room's loop.
+enum Wake {
+    Event(Event),
+    /// Time to ping everyone.
+    Tick,
+    /// The server is stopping.
+    Shutdown,
+    /// Nobody can send to the room any more.
+    Closed,
+}
+
+/// What a room's loop receives.
+enum Event {
+    /// A client enters the room; the room answers on `reply`. Boxed: it is far larger than
+    /// the other events, and every slot of the room's channel is the size of the largest.
+    Join(Box<Joining>),
+    /// A client leaves the room.
+    Leave { id: ClientId },
+    /// A client says something; the room stamps it and broadcasts it.
+    Forward { id: ClientId, text: String },
+}
+
+/// A join on its way to the room.
+struct Joining {
+    id: ClientId,
+    request: JoinRequest,
+    reply: Sender<Result<(), JoinError>>,
+}
+
+/// A member as the room sees it.
+struct Seat {
+    name: String,
+    person: u64,
+    outbox: Outbox,
+    /// A presence frame was skipped for this member; it is owed the whole list.
+    stale: bool,
+}
+
+/// Whether a broadcast may be skipped for a member that is falling behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Chat messages: every member gets every one, or is dropped.
+    Every,
+    /// Presence (join/leave): skipped for a member whose queue is over half full, keeping the
+    /// rest of its queue for messages. A burst of joins (a whole floor reconnecting after a
+    /// restart, each join announced to everyone) would otherwise drop clients that are merely
+    /// busy. A member that missed one is sent the whole list once its queue has room again.
+    Spare,
+}
+
+/// The state one room task owns.
+struct Room {
+    name: String,
+    members: HashMap<ClientId, Seat>,
+    /// Connections per name: a person with two tabs is one name here, announced once.
+    present: BTreeMap<String, usize>,
+    /// The newest messages and the last id.
+    history: Ring,
+    /// Some member's queue was over half full after the last broadcast.
+    pressed: bool,
+    /// The server is stopping: everyone has been told to go.
+    shutting_down: bool,
+    /// Where the room publishes its head count for `/rooms`.
+    people: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl Room {
+    fn new(name: String, shared: Arc<Shared>, people: Arc<AtomicUsize>) -> Self {
+        let history = Room::recall(&name, &shared);
+        Room {
+            name,
+            members: HashMap::new(),
+            present: BTreeMap::new(),
+            history,
+            pressed: false,
+            shutting_down: false,
+            people,
+            shared,
+        }
+    }
+
+    /// The room's loop: the only code that touches its members.
+    async fn run(mut self, inbox: Receiver<Event>) {
+        log::debug!(
+            "room {}: started at id {}",
+            self.name,
+            self.history.last_id()
+        );
+        let mut tick = Timer::interval(self.shared.keepalive.ping_interval);
+        let shutdown = self.shared.shutdown.clone();
+        // Made once: a fresh wait per event would register (and allocate) a listener each time.
+        let mut stopping = std::pin::pin!(shutdown.wait());
+        loop {
+            let listen_for_shutdown = !self.shutting_down;
+            let wake = or(
+                async { inbox.recv().await.map_or(Wake::Closed, Wake::Event) },
+                or(
+                    async {
+                        tick.next().await;
+                        Wake::Tick
+                    },
+                    async {
+                        if listen_for_shutdown {
+                            stopping.as_mut().await;
+                            Wake::Shutdown
+                        } else {
+                            std::future::pending().await
+                        }
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Event(Event::Join(joining)) => {
+                    let Joining { id, request, reply } = *joining;
+                    let _ = reply.try_send(self.join(id, request));
+                    if self.shutting_down {
+                        self.dismiss_everyone(); // Joined as the server stops.
+                    }
+                }
+                Wake::Event(Event::Leave { id }) => self.leave(id),
+                Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Tick => self.keep_alive(),
+                Wake::Shutdown => self.dismiss_everyone(),
+                Wake::Closed => break,
+            }
+            if self.members.is_empty() && self.try_end(&inbox).await {
+                break;
+            }
+            if self.pressed {
+                // Queues are filling: let the writers run before the next event. Without this a
+                // burst (500 browsers reconnecting, each join announced to all) is handled in one
+                // go and fills queues of clients that are not slow at all, only not yet scheduled.
+                smol::future::yield_now().await;
+            }
+        }
+        log::debug!("room {}: ended", self.name);
+    }
+
+    fn join(&mut self, id: ClientId, request: JoinRequest) -> Result<(), JoinError> {
+        let JoinRequest {
+            name,
+            person,
+            since,
+            outbox,
+            ..
+        } = request;
+        let folded = name.to_lowercase();
+        let taken = self
+            .members
+            .values()
+            .any(|seat| seat.person != person && seat.name.to_lowercase() == folded);
+        if taken {
+            log::info!("room {}: refused {name}: the name is taken", self.name);
+            return Err(JoinError::NameTaken);
+        }
+        self.shared.tracer.trace("New client joined");
+        log::debug!("room {}: {name} joined", self.name);
+        let tabs = self.present.entry(name.clone()).or_insert(0);
+        *tabs += 1;
+        let first_tab = *tabs == 1;
+        self.members.insert(
+            id,
+            Seat {
+                name,
+                person,
+                outbox,
+                stale: false,
+            },
+        );
+        let members = self.names();
+        self.people.store(members.len(), Ordering::Relaxed);
+
+        let seat = &self.members[&id];
+        let replay = self.history.since(since);
+        let welcome = Outbound::Welcome {
+            room: &self.name,
+            name: &seat.name,
+            last_id: self.history.last_id(),
+            complete: replay.complete,
+            members: &members,
+        }
+        .encode();
+        // The queue has room for the whole history on top of its live share (see client.rs).
+        for frame in std::iter::once(&welcome).chain(replay.entries.iter().map(|e| &e.frame)) {
+            seat.outbox
+                .frames
+                .push_within(frame.clone(), seat.outbox.limit);
+        }
+
+        let when = timestamp(SystemTime::now());
+        let frame = Outbound::Join {
+            room: &self.name,
+            name: &seat.name,
+            when: &when,
+            people: members.len(),
+        }
+        .encode();
+        if first_tab {
+            self.broadcast(frame, Delivery::Spare);
+        } else {
+            // Another tab of someone already here: only this tab hears of it.
+            seat.outbox.frames.push_within(frame, seat.outbox.limit);
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, id: ClientId) {
+        if let Some(seat) = self.members.remove(&id) {
+            self.announce_departures(vec![seat.name]);
+        }
+    }
+
+    fn forward(&mut self, id: ClientId, text: String) {
+        let Some(seat) = self.members.get(&id) else {
+            return; // Said just before being dropped; the room has moved on.
+        };
+        self.shared
+            .tracer
+            .trace(format_args!("Message received: {text}"));
+        let id = self.history.last_id() + 1;
+        let when = timestamp(SystemTime::now());
+        let frame = Outbound::Message {
+            id,
+            room: &self.name,
+            name: &seat.name,
+            text: &text,
+            when: &when,
+        }
+        .encode();
+        if let Some(store) = &self.shared.store {
+            store.append(&self.name, &frame);
+        }
+        self.history.push(Entry {
+            id,
+            frame: frame.clone(),
+        });
+        self.shared.stats.message();
+        self.broadcast(frame, Delivery::Every);
+    }
+
+    /// Offers `frame` to every member without waiting; drops those that cannot take it.
+    fn broadcast(&mut self, frame: Encoded, delivery: Delivery) {
+        let departed = self.offer(&frame, delivery);
+        self.announce_departures(departed);
+    }
+
+    /// Pushes a clone of `frame` to every member, never waiting; returns the names of those
+    /// removed.
+    /// Members owed a presence list get it once their queue is below half again.
+    pub(super) fn offer(&mut self, frame: &Encoded, delivery: Delivery) -> Vec<String> {
+        let mut departed = Vec::new();
+        let mut pressed = false;
+        let repair = self.members.values().any(|seat| seat.stale).then(|| {
+            let members = self.names();
+            Outbound::Presence {
+                room: &self.name,
+                members: &members,
+            }
+            .encode()
+        });
+        let (room, stats) = (&self.name, &self.shared.stats);
+        self.members.retain(|_, seat| {
+            let (queue, limit) = (&seat.outbox.frames, seat.outbox.limit);
+            let queued = queue.len();
+            let over_half = queued * 2 >= limit;
+            pressed |= over_half;
+            if delivery == Delivery::Spare && over_half {
+                seat.stale = true;
+                return true;
+            }
+            match queue.push_within(frame.clone(), limit) {
+                Pushed::Queued(_) => {
+                    if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
+                        let pushed = queue.push_within(list.clone(), limit);
+                        seat.stale = !matches!(pushed, Pushed::Queued(_));
+                    }
+                    true
+                }
+                Pushed::Full => {
+                    log::warn!(
+                        "room {room}: dropping {}: {queued} messages queued, too slow",
+                        seat.name
+                    );
+                    seat.outbox.frames.dismiss(Dismissal::TooSlow);
+                    stats.dropped();
+                    departed.push(seat.name.clone());
+                    false
+                }
+                Pushed::Closed => {
+                    // The connection is gone without a Leave reaching us.
+                    departed.push(seat.name.clone());
+                    false
+                }
+            }
+        });
+        self.pressed = pressed;
+        departed
+    }
+}

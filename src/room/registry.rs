@@ -1,0 +1,210 @@
+//! The registry of rooms: starts a room's task on the first join, and takes it out when the
+//! room ends (under the registry's lock, so no join is lost). Ended rooms leave their history
+//! behind here (memory only) or in the store, so ids keep increasing when people come back.
+
+use super::Keepalive;
+use super::{ClientId, Event, JoinError, JoinRequest, Joining, Room, ROOM_EVENT_QUEUE};
+use crate::history::{Entry, Ring, Store};
+use crate::shutdown;
+use crate::stats::Stats;
+use crate::trace::Tracer;
+use async_channel::{Receiver, Sender};
+use smol::lock::Mutex;
+use smol::Executor;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Histories of ended rooms kept in memory, the longest-ended forgotten first. With a store,
+/// a forgotten history is read back from disk (long flushed by then); without, it is gone.
+const DORMANT_ROOMS: usize = 256;
+
+/// Starts rooms on demand and hands out memberships.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+/// A running room as the registry sees it.
+pub(super) struct RoomEntry {
+    events: Sender<Event>,
+    /// People in the room (names counted once), published by the room for `/rooms`.
+    people: Arc<AtomicUsize>,
+}
+
+pub(super) struct Shared {
+    pub(super) rooms: Mutex<HashMap<String, RoomEntry>>,
+    /// Histories of ended rooms, in the order they ended. Kept even with a store: the disk may
+    /// still be a flush behind when someone comes back a moment later.
+    pub(super) dormant: std::sync::Mutex<VecDeque<(String, Ring)>>,
+    pub(super) next_client: AtomicU64,
+    pub(super) history: usize,
+    pub(super) store: Option<Arc<Store>>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) tracer: Arc<Tracer>,
+    pub(super) executor: Arc<Executor<'static>>,
+    pub(super) keepalive: Keepalive,
+    pub(super) shutdown: shutdown::Signal,
+}
+
+/// One client's place in one room. Dropping it leaves the room (best effort; call
+/// [`Member::leave`] to be sure the room hears it).
+pub struct Member {
+    id: ClientId,
+    room: Sender<Event>,
+    left: bool,
+}
+
+impl Registry {
+    /// A registry whose rooms run on `executor`, keep `history` messages, save them to
+    /// `store` if there is one, keep members alive as `keepalive` says, and let everyone go
+    /// when `shutdown` fires.
+    pub fn new(
+        executor: Arc<Executor<'static>>,
+        stats: Arc<Stats>,
+        tracer: Arc<Tracer>,
+        history: usize,
+        store: Option<Arc<Store>>,
+        keepalive: Keepalive,
+        shutdown: shutdown::Signal,
+    ) -> Self {
+        Registry {
+            shared: Arc::new(Shared {
+                rooms: Mutex::new(HashMap::new()),
+                dormant: std::sync::Mutex::new(VecDeque::new()),
+                next_client: AtomicU64::new(1),
+                history,
+                store,
+                stats,
+                tracer,
+                executor,
+                keepalive,
+                shutdown,
+            }),
+        }
+    }
+
+    /// Joins a room (starting it if needed). The room first sends a `welcome` and the history
+    /// asked for, then everything said from then on.
+    pub async fn join(&self, request: JoinRequest) -> Result<Member, JoinError> {
+        let id = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply) = async_channel::bounded(1);
+        let mut rooms = self.shared.rooms.lock().await;
+        let events = match rooms.get(&request.room) {
+            Some(entry) => entry.events.clone(),
+            None => {
+                let (events, inbox) = async_channel::bounded(ROOM_EVENT_QUEUE);
+                let people = Arc::new(AtomicUsize::new(0));
+                rooms.insert(
+                    request.room.clone(),
+                    RoomEntry {
+                        events: events.clone(),
+                        people: people.clone(),
+                    },
+                );
+                self.shared.stats.room_opened();
+                let room = Room::new(request.room.clone(), self.shared.clone(), people);
+                self.shared.executor.spawn(room.run(inbox)).detach();
+                events
+            }
+        };
+        // The room ends only under this lock, so it is alive to receive this join.
+        let joining = Joining {
+            id,
+            request,
+            reply: reply_tx,
+        };
+        let _ = events.send(Event::Join(Box::new(joining))).await;
+        drop(rooms);
+        match reply.recv().await {
+            Ok(Ok(())) => Ok(Member {
+                id,
+                room: events,
+                left: false,
+            }),
+            Ok(Err(error)) => Err(error),
+            // The room stopped without answering: only at shutdown.
+            Err(_) => Err(JoinError::NameTaken),
+        }
+    }
+
+    /// Running rooms and how many people are in each, by name.
+    pub async fn list(&self) -> Vec<(String, usize)> {
+        let rooms = self.shared.rooms.lock().await;
+        let mut list: Vec<(String, usize)> = rooms
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.people.load(Ordering::Relaxed)))
+            .filter(|(_, people)| *people > 0)
+            .collect();
+        list.sort();
+        list
+    }
+}
+
+impl Member {
+    /// This member's id in its room.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Forwards `text` to the room. Waits while the room's queue is full.
+    pub async fn say(&self, text: String) {
+        // A room outlives its members, so this only fails during shutdown, when nothing matters.
+        let _ = self.room.send(Event::Forward { id: self.id, text }).await;
+    }
+
+    /// Leaves the room, waiting until the room has the news.
+    pub async fn leave(mut self) {
+        self.left = true;
+        let _ = self.room.send(Event::Leave { id: self.id }).await;
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if !self.left {
+            // Best effort when a connection ends abruptly; if the queue is full the room still
+            // notices at its next broadcast, because this member's frame queue is closed by then.
+            let _ = self.room.try_send(Event::Leave { id: self.id });
+        }
+    }
+}
+
+impl Room {
+    /// The room's history from before: kept in memory, or read from the store.
+    pub(super) fn recall(name: &str, shared: &Shared) -> Ring {
+        let mut dormant = shared.dormant.lock().expect("dormant lock");
+        if let Some(at) = dormant.iter().position(|(room, _)| room == name) {
+            return dormant.remove(at).expect("found just now").1;
+        }
+        drop(dormant);
+        let entries: Vec<Entry> = match &shared.store {
+            Some(store) => store.load(name).unwrap_or_else(|e| {
+                log::error!("room {name}: history not loaded: {e}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        Ring::from_entries(shared.history, entries)
+    }
+
+    /// Removes the room from the registry unless a join is waiting; leaves the history behind.
+    pub(super) async fn try_end(&mut self, inbox: &Receiver<Event>) -> bool {
+        let mut rooms = self.shared.rooms.lock().await;
+        if !inbox.is_empty() {
+            return false;
+        }
+        rooms.remove(&self.name);
+        self.shared.stats.room_closed();
+        if self.history.last_id() > 0 {
+            // Still under the registry lock: a room started for this name after us finds it.
+            let history = std::mem::replace(&mut self.history, Ring::new(0));
+            let mut dormant = self.shared.dormant.lock().expect("dormant lock");
+            dormant.push_back((self.name.clone(), history));
+            if dormant.len() > DORMANT_ROOMS {
+                dormant.pop_front();
+            }
+        }
+        true
+    }
+}

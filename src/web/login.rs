@@ -1,0 +1,215 @@
+//! Signing in and out: the form, the passcode check with its per-address lockout, and the
+//! signed session cookie; `/session` tells the page whether its cookie still holds.
+
+use super::{html_response, plain, query, random_person, session, State};
+use crate::message::{display_name, valid_room};
+use crate::session::Session;
+use askama::Template;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tide::{Request, Response, StatusCode};
+
+/// Wrong passcodes from one address within the current window.
+#[derive(Debug, Clone, Copy)]
+pub struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+/// Wrong passcodes allowed per address per [`FAILURE_WINDOW`] before it must wait.
+const FAILURES_ALLOWED: u32 = 5;
+/// The rate-limit window for wrong passcodes.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered for rate limiting before expired ones are swept out.
+const FAILURE_TABLE: usize = 4096;
+
+/// The sign-in page.
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    name: &'a str,
+    next: &'a str,
+    needs_passcode: bool,
+    error: Option<&'a str>,
+    version: &'a str,
+}
+
+/// What the sign-in form posts.
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    #[serde(default)]
+    passcode: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Adds the sign-in routes.
+pub(super) fn routes(app: &mut tide::Server<State>) {
+    app.at("/login").get(login_page).post(login);
+    app.at("/logout").post(logout);
+    app.at("/session").get(whoami);
+}
+
+/// Where to go after signing in: the page asked for, if it is one of ours.
+fn safe_next(next: &str) -> &str {
+    match next.strip_prefix("/r/") {
+        Some(room) if valid_room(room) => next,
+        _ => "/",
+    }
+}
+
+/// The sign-in page with `error` shown, answered with `status`.
+pub(super) fn login_form(
+    state: &State,
+    name: &str,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> tide::Result {
+    let html = LoginPage {
+        name,
+        next: safe_next(next),
+        needs_passcode: state.passcode.is_some(),
+        error,
+        version: env!("CARGO_PKG_VERSION"),
+    }
+    .render()?;
+    Ok(html_response(status, html))
+}
+
+async fn login_page(req: Request<State>) -> tide::Result {
+    let next = query(&req, "next").unwrap_or_default();
+    let name = session(&req).map(|s| s.name).unwrap_or_default();
+    login_form(req.state(), &name, &next, None, StatusCode::Ok)
+}
+
+/// Checks the form (name, passcode with its rate limit), then sets the cookie and redirects.
+async fn login(mut req: Request<State>) -> tide::Result {
+    let form: LoginForm = match req.body_form().await {
+        Ok(form) => form,
+        Err(_) => return Ok(plain(StatusCode::BadRequest, "expected a sign-in form")),
+    };
+    let state = req.state().clone();
+    let ip = req
+        .peer_addr()
+        .and_then(|peer| peer.parse::<std::net::SocketAddr>().ok())
+        .map(|peer| peer.ip());
+    let name = match display_name(&form.name) {
+        Ok(name) => name.to_owned(),
+        Err(why) => {
+            return login_form(
+                &state,
+                &form.name,
+                &form.next,
+                Some(why),
+                StatusCode::BadRequest,
+            )
+        }
+    };
+    if let Some(passcode) = &state.passcode {
+        if let Some(wait) = ip.and_then(|ip| locked_out(&state, ip)) {
+            let why = format!(
+                "Too many wrong passcodes. Try again in {} s.",
+                wait.as_secs().max(1)
+            );
+            let mut res = login_form(
+                &state,
+                &name,
+                &form.next,
+                Some(&why),
+                StatusCode::TooManyRequests,
+            )?;
+            res.insert_header("Retry-After", wait.as_secs().max(1).to_string());
+            return Ok(res);
+        }
+        if !same_secret(form.passcode.trim(), passcode) {
+            if let Some(ip) = ip {
+                count_failure(&state, ip);
+            }
+            log::warn!("{}: wrong passcode", req.peer_addr().unwrap_or("unknown"));
+            return login_form(
+                &state,
+                &name,
+                &form.next,
+                Some("Wrong passcode."),
+                StatusCode::Unauthorized,
+            );
+        }
+        if let Some(ip) = ip {
+            state
+                .login_failures
+                .lock()
+                .expect("failures lock")
+                .remove(&ip);
+        }
+    }
+    // The same browser keeps its person id when it changes its name.
+    let person = session(&req).map_or_else(random_person, |s| s.person);
+    let cookie = state.sessions.issue(&Session { person, name });
+    let mut res = Response::new(StatusCode::SeeOther);
+    res.insert_header("Location", safe_next(&form.next));
+    res.insert_header("Set-Cookie", cookie);
+    Ok(res)
+}
+
+async fn logout(req: Request<State>) -> tide::Result {
+    let mut res = Response::new(StatusCode::SeeOther);
+    res.insert_header("Location", "/login");
+    res.insert_header("Set-Cookie", req.state().sessions.clear());
+    Ok(res)
+}
+
+/// How long `ip` must still wait, if it has used up its wrong passcodes.
+fn locked_out(state: &State, ip: IpAddr) -> Option<Duration> {
+    let failures = state.login_failures.lock().expect("failures lock");
+    let entry = failures.get(&ip)?;
+    let elapsed = entry.since.elapsed();
+    (entry.count >= FAILURES_ALLOWED && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
+}
+
+fn count_failure(state: &State, ip: IpAddr) {
+    let mut failures = state.login_failures.lock().expect("failures lock");
+    if failures.len() >= FAILURE_TABLE {
+        failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+    }
+    let now = Instant::now();
+    let entry = failures.entry(ip).or_insert(Failures {
+        count: 0,
+        since: now,
+    });
+    if entry.since.elapsed() >= FAILURE_WINDOW {
+        *entry = Failures {
+            count: 0,
+            since: now,
+        };
+    }
+    entry.count += 1;
+}
+
+/// Compares without an early exit, so timing tells nothing about how much of a guess was right.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut difference = given.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
+/// Lets the page find out whether its session still holds (after a refused WebSocket).
+async fn whoami(req: Request<State>) -> tide::Result {
+    let mut res = match session(&req) {
+        Some(session) => {
+            let mut res = Response::new(StatusCode::Ok);
+            res.set_body(tide::Body::from_json(
+                &serde_json::json!({ "name": session.name }),
+            )?);
+            res
+        }
+        None => plain(StatusCode::Unauthorized, "not signed in"),
+    };
+    res.insert_header("Cache-Control", "no-store");
+    Ok(res)
+}

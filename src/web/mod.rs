@@ -1,0 +1,152 @@
+//! The tide app: routes, and the helpers every route uses (plain and HTML answers, the session
+//! lookup). This folder is the only place that imports tide; the upgrade hands a raw connection
+//! to [`crate::client`], which speaks WebSocket from then on. One file per concern: `pages`,
+//! `assets`, `login`, `upgrade`, `status`.
+//!
+//! | route            | answer                                                          |
+//! |------------------|-----------------------------------------------------------------|
+//! | `GET /`          | the chat page for room `lobby` (the sign-in page first)         |
+//! | `GET /r/:room`   | the chat page for `room`                                        |
+//! | `GET /login`     | the sign-in page: a name, and the passcode if one is set        |
+//! | `POST /login`    | signs in: sets the session cookie, back to the room             |
+//! | `POST /logout`   | signs out                                                       |
+//! | `GET /ws/:room`  | WebSocket upgrade into `room` (`?since=` id to catch up from)   |
+//! | `GET /rooms`     | JSON: rooms with people in them                                 |
+//! | `GET /session`   | JSON: who the cookie says you are, or 401                       |
+//! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
+//! | `GET /healthz`   | JSON counters                                                   |
+
+mod assets;
+mod login;
+mod pages;
+mod status;
+mod upgrade;
+
+use crate::client::Limits;
+use crate::room::Registry;
+use crate::session::{Session, Sessions};
+use crate::shutdown;
+use crate::stats::Stats;
+use smol::Executor;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tide::http::mime;
+use tide::{Request, Response, StatusCode};
+
+pub use login::Failures;
+
+/// Everything a request handler may need, shared by all of them.
+#[derive(Clone)]
+pub struct State {
+    /// The rooms.
+    pub registry: Registry,
+    /// Counters for `/healthz` and the connection cap.
+    pub stats: Arc<Stats>,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// WebSockets allowed at once.
+    pub max_connections: usize,
+    /// Extra origins allowed to open WebSockets, lowercase `scheme://host[:port]`.
+    pub allow_origins: Arc<[String]>,
+    /// Runs each client's tasks.
+    pub executor: Arc<Executor<'static>>,
+    /// Fires when the server stops.
+    pub shutdown: shutdown::Signal,
+    /// Held by each client task, so the server can wait for every client to finish.
+    pub alive: async_channel::Sender<()>,
+    /// Signs and checks session cookies.
+    pub sessions: Arc<Sessions>,
+    /// The passcode, if the chat needs one.
+    pub passcode: Option<Arc<str>>,
+    /// Wrong passcodes per address, for rate limiting.
+    pub login_failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
+}
+
+/// The page's policy: nothing but our own scripts, styles and WebSocket.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The app as the connection loop sees it: a request in, a response out.
+#[derive(Clone)]
+pub struct Endpoint(tide::Server<State>);
+
+impl Endpoint {
+    /// The app with every route.
+    pub fn new(state: State) -> Self {
+        Endpoint(app(state))
+    }
+
+    /// Answers one request.
+    pub async fn respond(
+        &self,
+        req: http_types::Request,
+    ) -> http_types::Result<http_types::Response> {
+        self.0.respond(req).await
+    }
+}
+
+/// Builds the app with every route.
+fn app(state: State) -> tide::Server<State> {
+    let mut app = tide::with_state(state);
+    app.with(tide::utils::After(|mut res: Response| async move {
+        res.insert_header("X-Content-Type-Options", "nosniff");
+        res.insert_header("Referrer-Policy", "no-referrer");
+        Ok(res)
+    }));
+    pages::routes(&mut app);
+    login::routes(&mut app);
+    assets::routes(&mut app);
+    status::routes(&mut app);
+    app.at("/ws/:room").get(upgrade::upgrade);
+    app
+}
+
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut res = Response::new(status);
+    res.set_body(html);
+    res.set_content_type(mime::HTML);
+    res.insert_header("Content-Security-Policy", CONTENT_SECURITY_POLICY);
+    res.insert_header("Cache-Control", "no-store");
+    res
+}
+
+/// The request's session, if its cookie is there and genuine.
+fn session(req: &Request<State>) -> Option<Session> {
+    let header = req.header("Cookie")?;
+    header
+        .iter()
+        .find_map(|value| req.state().sessions.verify(value.as_str()))
+}
+
+/// A fresh person id from the operating system's random source.
+fn random_person() -> u64 {
+    let bytes = crate::session::new_secret();
+    u64::from_le_bytes(bytes[..8].try_into().expect("64 bytes of secret"))
+}
+
+/// One query parameter, decoded.
+fn query(req: &Request<State>, key: &str) -> Option<String> {
+    req.url()
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The Host header, if it looks like a host name or address (it goes into the page).
+fn request_host(req: &Request<State>) -> Option<&str> {
+    let host = req.header("Host")?.last().as_str();
+    let plausible = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    plausible.then_some(host)
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    let mut res = Response::new(status);
+    res.set_body(format!("{text}\n"));
+    res.set_content_type(mime::PLAIN);
+    res
+}

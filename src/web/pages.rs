@@ -1,0 +1,51 @@
+//! The chat page, rendered per request with the host the browser used (the book's template
+//! with the host injected); without a session it shows the sign-in form instead.
+
+use super::login::login_form;
+use super::{html_response, plain, request_host, session, State};
+use crate::message::{valid_room, DEFAULT_ROOM};
+use askama::Template;
+use tide::{Request, StatusCode};
+
+/// The page, rendered per request with the host the browser used.
+#[derive(Template)]
+#[template(path = "chat.html")]
+struct ChatPage<'a> {
+    host: &'a str,
+    room: &'a str,
+    name: &'a str,
+}
+
+/// Adds the page routes.
+pub(super) fn routes(app: &mut tide::Server<State>) {
+    app.at("/")
+        .get(|req: Request<State>| async move { page(&req, DEFAULT_ROOM) });
+    app.at("/r/:room")
+        .get(|req: Request<State>| async move { page(&req, req.param("room")?) });
+}
+
+fn page(req: &Request<State>, room: &str) -> tide::Result {
+    if !valid_room(room) {
+        return Ok(plain(
+            StatusCode::BadRequest,
+            "room names are 1-32 of a-z, 0-9, - and _",
+        ));
+    }
+    let Some(host) = request_host(req) else {
+        return Ok(plain(
+            StatusCode::BadRequest,
+            "missing or malformed Host header",
+        ));
+    };
+    let Some(session) = session(req) else {
+        // First visit (or a cookie that does not check out): ask for a name here.
+        return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
+    };
+    let html = ChatPage {
+        host,
+        room,
+        name: &session.name,
+    }
+    .render()?;
+    Ok(html_response(StatusCode::Ok, html))
+}

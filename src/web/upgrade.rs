@@ -1,0 +1,153 @@
+//! The WebSocket upgrade: checks the request (room, key, origin, session, connection cap),
+//! answers 101 and starts the client's task on the connection async-h1 hands over.
+
+use super::{plain, query, random_person, session, State};
+use crate::client::{self, Client};
+use crate::coalesce::Coalesce;
+use crate::message::{display_name, valid_room, ANONYMOUS};
+use crate::stats::Stats;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::WebSocketStream;
+use std::sync::Arc;
+use tide::{Request, Response, StatusCode};
+
+/// Checks the upgrade request, answers 101 and starts the client once the connection is ours.
+pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
+    let state = req.state();
+    let room = req.param("room")?;
+    if !valid_room(room) {
+        return Ok(plain(
+            StatusCode::BadRequest,
+            "room names are 1-32 of a-z, 0-9, - and _",
+        ));
+    }
+    let key = match websocket_key(&req) {
+        Ok(key) => key,
+        Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
+    };
+    let peer = req.peer_addr().unwrap_or("unknown").to_owned();
+    if let Err(origin) = check_origin(&req, &state.allow_origins) {
+        log::warn!("{peer}: refused WebSocket from origin {origin}");
+        return Ok(plain(
+            StatusCode::Forbidden,
+            "cross-origin WebSocket refused",
+        ));
+    }
+    let (name, person) = match session(&req) {
+        Some(session) => (session.name, session.person),
+        None if state.passcode.is_some() => {
+            return Ok(plain(StatusCode::Unauthorized, "sign in first"));
+        }
+        // Without a passcode, non-browser clients may name themselves (each connection is its
+        // own person, so two of them cannot share a name in a room).
+        None => match query(&req, "name") {
+            None => (ANONYMOUS.to_owned(), random_person()),
+            Some(raw) => match display_name(&raw) {
+                Ok(name) => (name.to_owned(), random_person()),
+                Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
+            },
+        },
+    };
+    let since = match query(&req, "since").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Ok(plain(StatusCode::BadRequest, "since must be a message id")),
+    };
+    if state.shutdown.fired() {
+        return Ok(plain(
+            StatusCode::ServiceUnavailable,
+            "server shutting down",
+        ));
+    }
+    if !state.stats.try_open_connection(state.max_connections) {
+        log::warn!(
+            "{peer}: refused WebSocket: {} connections open",
+            state.max_connections
+        );
+        return Ok(plain(
+            StatusCode::ServiceUnavailable,
+            "too many connections, try again later",
+        ));
+    }
+    let slot = ConnectionSlot(state.stats.clone());
+
+    let mut res = Response::new(StatusCode::SwitchingProtocols);
+    res.insert_header("Upgrade", "websocket");
+    res.insert_header("Connection", "Upgrade");
+    res.insert_header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()));
+    let upgraded = AsMut::<tide::http::Response>::as_mut(&mut res)
+        .recv_upgrade()
+        .await;
+
+    let client = Client {
+        peer,
+        room: room.to_owned(),
+        name,
+        person,
+        since,
+    };
+    // The upgrade itself is a boxed future of its own, and only what the client needs goes
+    // into its task: that task lives as long as the connection.
+    let config = client::websocket_config(&state.limits);
+    let websocket = Box::pin(async move {
+        let connection = upgraded.await?; // None: the 101 never reached the client.
+        let socket = Coalesce::new(connection);
+        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
+        Some(Box::new(ws))
+    });
+    let lease = (slot, state.alive.clone());
+    state
+        .executor
+        .spawn(client::serve(Box::new(client::Start {
+            upgrade: websocket,
+            client: Box::new(client),
+            limits: state.limits.clone(),
+            registry: state.registry.clone(),
+            executor: state.executor.clone(),
+            lease,
+        })))
+        .detach();
+    Ok(res)
+}
+
+/// Gives a connection slot back when the client task ends, however it ends.
+struct ConnectionSlot(Arc<Stats>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a well-formed upgrade request.
+fn websocket_key(req: &Request<State>) -> Result<String, &'static str> {
+    let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());
+    if !header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Err("this address takes WebSocket connections only");
+    }
+    if header("Sec-WebSocket-Version").as_deref() != Some("13") {
+        return Err("WebSocket version 13 required");
+    }
+    header("Sec-WebSocket-Key").ok_or("missing Sec-WebSocket-Key")
+}
+
+/// Allows a request with no Origin (not a browser), one from the page's own host, or one from
+/// an allowed origin. Returns the refused origin otherwise.
+fn check_origin(req: &Request<State>, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = req
+        .header("Origin")
+        .map(|v| v.last().as_str().to_ascii_lowercase())
+    else {
+        return Ok(());
+    };
+    let origin_host = origin.split_once("://").map_or("", |(_, host)| host);
+    let same_host = req
+        .header("Host")
+        .is_some_and(|host| host.last().as_str().eq_ignore_ascii_case(origin_host));
+    if same_host || allowed.contains(&origin) {
+        Ok(())
+    } else {
+        Err(origin)
+    }
+}
