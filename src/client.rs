@@ -10,9 +10,11 @@
 //! own: the room keeps time for all its members (see `room`), which keeps an idle connection
 //! small.
 
-use crate::message::{inbound_text, Encoded};
+use crate::message::{inbound_text, Encoded, Outbound};
 use crate::queue::{Batch, Dismissal, Next, Queue};
+use crate::room::limits::{Bucket, SenderLimit, Take};
 use crate::room::{JoinError, JoinRequest, Member, Outbox, Registry};
+use crate::stats::Stats;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -25,7 +27,7 @@ use smol::{Executor, Timer};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes tungstenite reads from the socket at a time (its default is 128 KiB). Every connection
 /// holds this much once it has read anything; browsers send little, and larger frames still
@@ -49,6 +51,8 @@ pub struct Limits {
     pub history: usize,
     /// Largest inbound message.
     pub max_message_bytes: usize,
+    /// How fast this client may post.
+    pub sender: SenderLimit,
 }
 
 /// tungstenite settings sized for small boards: small buffers, our message limit. The socket
@@ -99,6 +103,8 @@ pub struct Start<S, L> {
     pub registry: Registry,
     /// Where its writer task runs.
     pub executor: Arc<Executor<'static>>,
+    /// Counts held-back and closed senders.
+    pub stats: Arc<Stats>,
     /// Held while the connection lives (a connection slot) and let go before the client can see
     /// it end (before any close frame goes out), so a client that has seen its connection end
     /// may connect again at once. The writer holds it, as the writer sends the close frames.
@@ -117,6 +123,7 @@ where
         limits,
         registry,
         executor,
+        stats,
         lease,
     } = unbox(start);
     let Some(ws) = upgrade.await else {
@@ -156,7 +163,16 @@ where
 
     let mut writer = executor.spawn(write(sink, queue.clone(), lease));
     let first = or(
-        async { Ended::Reader(read(&mut stream, &member, &queue, &limits).await) },
+        async {
+            let reader = Reader {
+                member: &member,
+                queue: &queue,
+                limits: &limits,
+                client: &client,
+                stats: &stats,
+            };
+            Ended::Reader(read(&mut stream, reader).await)
+        },
         async { Ended::Writer((&mut writer).await) },
     )
     .await;
@@ -270,20 +286,28 @@ enum Ended<S> {
     Writer(WebSocketSender<S>),
 }
 
+/// What the read task works with, borrowed from the connection's task.
+struct Reader<'a> {
+    member: &'a Member,
+    queue: &'a Queue<Close>,
+    limits: &'a Limits,
+    client: &'a Client,
+    stats: &'a Stats,
+}
+
 /// Reads frames until the client closes or misbehaves (its room notices if it goes silent).
-async fn read<S>(
-    stream: &mut WebSocketReceiver<S>,
-    member: &Member,
-    queue: &Queue<Close>,
-    limits: &Limits,
-) -> Close
+/// Each message takes a token from the sender's bucket first: over the limit, the reader waits
+/// and reads nothing meanwhile (see `room::limits`).
+async fn read<S>(stream: &mut WebSocketReceiver<S>, reader: Reader<'_>) -> Close
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let limit = reader.limits.sender;
+    let mut bucket = Bucket::new(&limit, Instant::now());
     loop {
         let item = stream.next().await;
         // For the room's keepalive: anything the client sends, a pong included, shows it is there.
-        queue.heard();
+        reader.queue.heard();
         // Only the text outlives this match, so the frame is not kept across the await below.
         let text = match item {
             None => return None,
@@ -293,13 +317,57 @@ where
             }
             // Pings are answered and closes acknowledged by tungstenite itself.
             Some(Ok(_)) => continue,
-            Some(Err(error)) => return close_for(&error, limits),
+            Some(Err(error)) => return close_for(&error, reader.limits),
         };
-        if !text.trim().is_empty() {
-            // Boxed: the read task's state would otherwise be sized for this rare step.
-            Box::pin(member.say(text)).await;
+        if text.trim().is_empty() {
+            continue;
         }
+        match bucket.take(&limit, Instant::now()) {
+            Take::Go => {}
+            // Boxed, like the say below: the read task's state would otherwise be sized for it.
+            Take::Wait { wait, first } => Box::pin(hold_back(&reader, wait, first)).await,
+            Take::Close => {
+                reader.stats.flooder_closed();
+                log::warn!(
+                    "{}: closing {}: held back for {} s and still sending",
+                    reader.client.peer,
+                    reader.client.name,
+                    limit.patience.as_secs()
+                );
+                return Some((
+                    CloseCode::Policy,
+                    "flooding: too many messages for too long",
+                ));
+            }
+        }
+        Box::pin(reader.member.say(text)).await;
     }
+}
+
+/// Holds a sender back for `wait`, telling it so when this begins.
+async fn hold_back(reader: &Reader<'_>, wait: Duration, first: bool) {
+    if first {
+        reader.stats.sender_held_back();
+        log::info!(
+            "{}: holding {} back: over {} messages a second",
+            reader.client.peer,
+            reader.client.name,
+            reader.limits.sender.per_second
+        );
+        let text = format!(
+            "You are sending faster than {} messages a second: your messages are held back.",
+            reader.limits.sender.per_second
+        );
+        let notice = Outbound::Error {
+            room: &reader.client.room,
+            code: "slow_down",
+            text: &text,
+        }
+        .encode();
+        let limit = reader.limits.queue + reader.limits.history + 1;
+        reader.queue.push_within(notice, limit);
+    }
+    Timer::after(wait).await;
 }
 
 /// The close frame that answers a read error; `None` where the connection is simply gone.

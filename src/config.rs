@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +34,11 @@ OPTIONS:
   --passcode-file FILE      read the passcode from the first line of FILE
   --secret-file FILE        key that signs session cookies [default: DIR/secret.key, made
                             at first start]
+  --messages-per-second N   messages one connection may post per second once its burst is
+                            spent; faster senders are held back [default: 4]
+  --message-burst N         messages one connection may post at once [default: 16]
+  --flood-patience SECONDS  a sender held back this long without a pause is closed (1008)
+                            [default: 10]
   --memory-budget SIZE      derive max-connections, queue and history from a memory size
                             such as 16MiB (flags given explicitly still win)
   --self-test               measure this machine: start a server, load it, print figures
@@ -77,6 +82,12 @@ pub struct Config {
     /// How long a WebSocket may stay silent (no frame, no pong) before it is dropped; noticed
     /// at the next ping, so within `pong_wait + ping_interval`.
     pub pong_wait: Duration,
+    /// Messages one connection may post per second, once its burst is spent.
+    pub messages_per_second: NonZeroU32,
+    /// Messages one connection may post at once.
+    pub message_burst: NonZeroU32,
+    /// How long a sender may be held back without a pause before it is closed as a flooder.
+    pub flood_patience: Duration,
 }
 
 impl Default for Config {
@@ -96,6 +107,9 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             ping_interval: Duration::from_secs(30),
             pong_wait: Duration::from_secs(60),
+            messages_per_second: NonZeroU32::new(4).expect("4 is not zero"),
+            message_burst: NonZeroU32::new(16).expect("16 is not zero"),
+            flood_patience: Duration::from_secs(10),
         }
     }
 }
@@ -126,7 +140,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 13] = [
+const VALUE_OPTIONS: [(&str, &str); 16] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -140,6 +154,9 @@ const VALUE_OPTIONS: [(&str, &str); 13] = [
     ("passcode-file", "--passcode-file"),
     ("secret-file", "--secret-file"),
     ("memory-budget", "--memory-budget"),
+    ("messages-per-second", "--messages-per-second"),
+    ("message-burst", "--message-burst"),
+    ("flood-patience", "--flood-patience"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -148,6 +165,8 @@ const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 20;
 const QUEUE_LIMIT: usize = 65_536;
 /// Largest accepted `--threads`.
 const THREADS_LIMIT: usize = 256;
+/// Largest accepted `--messages-per-second` and `--message-burst`.
+const SENDER_LIMIT: usize = 10_000;
 /// Largest accepted `--history`.
 const HISTORY_LIMIT: usize = 100_000;
 /// Longest passcode, in bytes.
@@ -294,6 +313,14 @@ impl Settings {
                 c.queue = NonZeroUsize::new(budget.queue).expect("derive keeps it positive");
                 c.history = budget.history;
             }
+            "messages-per-second" => {
+                c.messages_per_second = parse_u32(value, SENDER_LIMIT)?;
+            }
+            "message-burst" => c.message_burst = parse_u32(value, SENDER_LIMIT)?,
+            "flood-patience" => {
+                let seconds = parse_count(value, 1, 3600)?.get();
+                c.flood_patience = Duration::from_secs(seconds as u64);
+            }
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
                     format!("'{value}' is not one of off, error, warn, info, debug, trace")
@@ -326,6 +353,11 @@ fn parse_count(value: &str, min: usize, max: usize) -> Result<NonZeroUsize, Stri
         return Err(format!("{n} is out of range {min}..={max}"));
     }
     NonZeroUsize::new(n).ok_or_else(|| "must not be zero".to_string())
+}
+
+fn parse_u32(value: &str, max: usize) -> Result<NonZeroU32, String> {
+    let n = parse_count(value, 1, max)?.get();
+    Ok(NonZeroU32::new(n as u32).expect("at least 1 and at most max"))
 }
 
 /// Parses `16MiB`, `64M`, `1GiB`, `512KiB` or plain bytes.
@@ -483,6 +515,25 @@ mod tests {
         assert_eq!(c.allow_origins, ["http://other.host:81", "https://x"]);
         assert!(c.trace);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn sender_limits_are_set_and_checked() {
+        let c = run(&[
+            "--messages-per-second",
+            "2",
+            "--message-burst",
+            "5",
+            "--flood-patience",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(c.messages_per_second.get(), 2);
+        assert_eq!(c.message_burst.get(), 5);
+        assert_eq!(c.flood_patience, Duration::from_secs(30));
+        assert!(run(&["--messages-per-second", "0"]).is_err());
+        assert!(run(&["--message-burst", "x"]).is_err());
+        assert!(run(&["--flood-patience", "0"]).is_err());
     }
 
     #[test]

@@ -70,12 +70,28 @@ pub enum Outbound<'a> {
         /// How many people (names) are in the room now.
         people: usize,
     },
-    /// The whole member list, for a client that missed some joins or leaves while behind.
+    /// Who is here now. In a small room (see `room::presence`) it carries the whole list, for a
+    /// client that missed some joins or leaves while behind. In a large room joins and leaves
+    /// are not sent one by one: this frame sums them up once per interval, naming at most a
+    /// few, and says whether it left some out.
     Presence {
         /// The room.
         room: &'a str,
-        /// Everyone in the room, sorted, each name once.
-        members: &'a [String],
+        /// How many people (names) are in the room now.
+        people: usize,
+        /// Everyone in the room, sorted, each name once; absent in a large room.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<&'a [String]>,
+        /// Who came since the last such frame (large rooms).
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        joined: &'a [String],
+        /// Who went since the last such frame (large rooms).
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        left: &'a [String],
+        /// More changed than `joined` and `left` name: a client that shows the list must fetch
+        /// it again (`GET /rooms/<room>/members`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
     },
     /// The first frame a client gets: who it is, who is here, and what history follows.
     Welcome {
@@ -87,8 +103,20 @@ pub enum Outbound<'a> {
         last_id: u64,
         /// False if the client asked for messages the room no longer keeps.
         complete: bool,
-        /// Everyone in the room, the client included, sorted, each name once.
+        /// People in the room, sorted, each name once: everyone in a small room, the first
+        /// few in a large one (fewer than `people`; the rest from `GET /rooms/<room>/members`).
         members: &'a [String],
+        /// How many people (names) are in the room, the client included.
+        people: usize,
+    },
+    /// Something the server refused or holds back, said only to the client concerned.
+    Error {
+        /// The room.
+        room: &'a str,
+        /// What happened, for programs: `slow_down` (messages held back for sending too fast).
+        code: &'a str,
+        /// What happened, for people.
+        text: &'a str,
     },
 }
 
@@ -222,12 +250,39 @@ mod tests {
         );
         let presence = Outbound::Presence {
             room: "r",
-            members: &members,
+            people: 2,
+            members: Some(&members),
+            joined: &[],
+            left: &[],
+            partial: false,
         }
         .encode();
         assert_eq!(
             presence.bytes().as_ref(),
-            br#"{"type":"presence","room":"r","members":["a","n"]}"#
+            br#"{"type":"presence","room":"r","people":2,"members":["a","n"]}"#
+        );
+        let delta = Outbound::Presence {
+            room: "r",
+            people: 900,
+            members: None,
+            joined: &members[..1],
+            left: &members[1..],
+            partial: true,
+        }
+        .encode();
+        assert_eq!(
+            delta.bytes().as_ref(),
+            br#"{"type":"presence","room":"r","people":900,"joined":["a"],"left":["n"],"partial":true}"#
+        );
+        let error = Outbound::Error {
+            room: "r",
+            code: "slow_down",
+            text: "wait",
+        }
+        .encode();
+        assert_eq!(
+            error.bytes().as_ref(),
+            br#"{"type":"error","room":"r","code":"slow_down","text":"wait"}"#
         );
         let welcome = Outbound::Welcome {
             room: "r",
@@ -235,11 +290,12 @@ mod tests {
             last_id: 9,
             complete: false,
             members: &members,
+            people: 2,
         }
         .encode();
         assert_eq!(
             welcome.bytes().as_ref(),
-            br#"{"type":"welcome","room":"r","name":"n","last_id":9,"complete":false,"members":["a","n"]}"#
+            br#"{"type":"welcome","room":"r","name":"n","last_id":9,"complete":false,"members":["a","n"],"people":2}"#
         );
     }
 

@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::history::Store;
+use crate::room::limits::SenderLimit;
 use crate::room::{Keepalive, Registry};
 use crate::session::{self, Sessions};
 use crate::stats::{Snapshot, Stats};
@@ -85,6 +86,11 @@ impl Server {
                 queue: config.queue.get(),
                 history: config.history,
                 max_message_bytes: config.max_message_bytes.get(),
+                sender: SenderLimit {
+                    per_second: config.messages_per_second.get(),
+                    burst: config.message_burst.get(),
+                    patience: config.flood_patience,
+                },
             },
             max_connections: config.max_connections,
             allow_origins: config.allow_origins.clone().into(),

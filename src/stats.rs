@@ -11,6 +11,8 @@ pub struct Stats {
     messages: AtomicU64,
     dropped: AtomicU64,
     disk_bytes: AtomicU64,
+    held_back: AtomicU64,
+    flooders_closed: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -26,6 +28,10 @@ pub struct Snapshot {
     pub dropped: u64,
     /// Bytes of history written to disk since start.
     pub disk_bytes: u64,
+    /// Times a sender began to be held back for posting too fast, since start.
+    pub held_back: u64,
+    /// Senders closed for flooding (held back too long), since start.
+    pub flooders_closed: u64,
 }
 
 impl Stats {
@@ -60,6 +66,14 @@ impl Stats {
     pub fn disk_written(&self, bytes: u64) {
         self.disk_bytes.fetch_add(bytes, Relaxed);
     }
+    /// A sender began to be held back.
+    pub fn sender_held_back(&self) {
+        self.held_back.fetch_add(1, Relaxed);
+    }
+    /// A flooding sender was closed.
+    pub fn flooder_closed(&self) {
+        self.flooders_closed.fetch_add(1, Relaxed);
+    }
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -68,6 +82,8 @@ impl Stats {
             messages: self.messages.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             disk_bytes: self.disk_bytes.load(Relaxed),
+            held_back: self.held_back.load(Relaxed),
+            flooders_closed: self.flooders_closed.load(Relaxed),
         }
     }
 }

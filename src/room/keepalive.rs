@@ -49,7 +49,7 @@ impl Room {
             seat.outbox.frames.dismiss(Dismissal::ShuttingDown);
         }
         self.members.clear();
-        self.present.clear();
+        self.presence.clear();
         self.people.store(0, Ordering::Relaxed);
     }
 }

@@ -17,27 +17,31 @@
 //! registry, so whoever comes back sees the conversation and ids go on increasing.
 //!
 //! Files: this one holds the loop and what it does with join / leave / forward; `registry`
-//! starts and ends rooms; `keepalive` pings and lets go; `presence` tells members who is here.
+//! starts and ends rooms; `keepalive` pings and lets go; `presence` tells members who is here;
+//! `limits` is the sender's token bucket, kept by each client's reader.
 
 mod keepalive;
+pub mod limits;
 mod presence;
 mod registry;
 #[cfg(test)]
 mod tests;
 
 pub use keepalive::Keepalive;
+pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry};
 
 use crate::history::{Entry, Ring};
-use crate::message::{timestamp, Encoded, Outbound};
+use crate::message::{timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::queue::{Dismissal, FrameSink, Pushed};
 use async_channel::{Receiver, Sender};
+use presence::Presence;
 use registry::Shared;
 use smol::future::or;
 use smol::stream::StreamExt;
 use smol::Timer;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -90,6 +94,8 @@ enum Wake {
     Event(Event),
     /// Time to ping everyone.
     Tick,
+    /// Time to sum up who came and went (large rooms).
+    Summary,
     /// The server is stopping.
     Shutdown,
     /// Nobody can send to the room any more.
@@ -105,6 +111,12 @@ enum Event {
     Leave { id: ClientId },
     /// A client says something; the room stamps it and broadcasts it.
     Forward { id: ClientId, text: String },
+    /// Someone asks for a page of the member list (names after `after`, at most `limit`).
+    Members {
+        after: Option<String>,
+        limit: usize,
+        reply: Sender<MembersPage>,
+    },
 }
 
 /// A join on its way to the room.
@@ -117,7 +129,6 @@ struct Joining {
 /// A member as the room sees it.
 struct Seat {
     name: String,
-    person: u64,
     outbox: Outbox,
     /// A presence frame was skipped for this member; it is owed the whole list.
     stale: bool,
@@ -139,8 +150,10 @@ enum Delivery {
 struct Room {
     name: String,
     members: HashMap<ClientId, Seat>,
-    /// Connections per name: a person with two tabs is one name here, announced once.
-    present: BTreeMap<String, usize>,
+    /// Who is here, and what the others have yet to hear of it.
+    presence: Presence,
+    /// Nameless clients are `anonymous-1`, `anonymous-2`, ...: the next number to try.
+    next_anonymous: u64,
     /// The newest messages and the last id.
     history: Ring,
     /// Some member's queue was over half full after the last broadcast.
@@ -158,7 +171,8 @@ impl Room {
         Room {
             name,
             members: HashMap::new(),
-            present: BTreeMap::new(),
+            presence: Presence::default(),
+            next_anonymous: 1,
             history,
             pressed: false,
             shutting_down: false,
@@ -178,7 +192,14 @@ impl Room {
         let shutdown = self.shared.shutdown.clone();
         // Made once: a fresh wait per event would register (and allocate) a listener each time.
         let mut stopping = std::pin::pin!(shutdown.wait());
+        // Armed only while a large room has joins or leaves to sum up.
+        let mut summary = Timer::never();
+        let mut summary_armed = false;
         loop {
+            if !summary_armed && self.presence.summary_due() {
+                summary.set_after(presence::SUMMARY_INTERVAL);
+                summary_armed = true;
+            }
             let listen_for_shutdown = !self.shutting_down;
             let wake = or(
                 async { inbox.recv().await.map_or(Wake::Closed, Wake::Event) },
@@ -187,14 +208,24 @@ impl Room {
                         tick.next().await;
                         Wake::Tick
                     },
-                    async {
-                        if listen_for_shutdown {
-                            stopping.as_mut().await;
-                            Wake::Shutdown
-                        } else {
-                            std::future::pending().await
-                        }
-                    },
+                    or(
+                        async {
+                            if summary_armed {
+                                (&mut summary).await;
+                                Wake::Summary
+                            } else {
+                                std::future::pending().await
+                            }
+                        },
+                        async {
+                            if listen_for_shutdown {
+                                stopping.as_mut().await;
+                                Wake::Shutdown
+                            } else {
+                                std::future::pending().await
+                            }
+                        },
+                    ),
                 ),
             )
             .await;
@@ -208,7 +239,18 @@ impl Room {
                 }
                 Wake::Event(Event::Leave { id }) => self.leave(id),
                 Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Event(Event::Members {
+                    after,
+                    limit,
+                    reply,
+                }) => {
+                    let _ = reply.try_send(self.presence.page(after.as_deref(), limit));
+                }
                 Wake::Tick => self.keep_alive(),
+                Wake::Summary => {
+                    summary_armed = false;
+                    self.summarize();
+                }
                 Wake::Shutdown => self.dismiss_everyone(),
                 Wake::Closed => break,
             }
@@ -233,33 +275,28 @@ impl Room {
             outbox,
             ..
         } = request;
-        let folded = name.to_lowercase();
-        let taken = self
-            .members
-            .values()
-            .any(|seat| seat.person != person && seat.name.to_lowercase() == folded);
-        if taken {
+        let name = if name.eq_ignore_ascii_case(ANONYMOUS) {
+            self.anonymous_name()
+        } else {
+            name
+        };
+        if self.presence.taken(&name, person) {
             log::info!("room {}: refused {name}: the name is taken", self.name);
             return Err(JoinError::NameTaken);
         }
         self.shared.tracer.trace("New client joined");
         log::debug!("room {}: {name} joined", self.name);
-        let tabs = self.present.entry(name.clone()).or_insert(0);
-        *tabs += 1;
-        let first_tab = *tabs == 1;
         self.members.insert(
             id,
             Seat {
-                name,
-                person,
+                name: name.clone(),
                 outbox,
                 stale: false,
             },
         );
-        let members = self.names();
-        self.people.store(members.len(), Ordering::Relaxed);
-
+        let first_tab = self.seat_presence(&name, person);
         let seat = &self.members[&id];
+        let members = self.welcome_names();
         let replay = self.history.since(since);
         let welcome = Outbound::Welcome {
             room: &self.name,
@@ -267,6 +304,7 @@ impl Room {
             last_id: self.history.last_id(),
             complete: replay.complete,
             members: &members,
+            people: self.presence.people(),
         }
         .encode();
         // The queue has room for the whole history on top of its live share (see client.rs).
@@ -275,22 +313,19 @@ impl Room {
                 .frames
                 .push_within(frame.clone(), seat.outbox.limit);
         }
-
-        let when = timestamp(SystemTime::now());
-        let frame = Outbound::Join {
-            room: &self.name,
-            name: &seat.name,
-            when: &when,
-            people: members.len(),
-        }
-        .encode();
-        if first_tab {
-            self.broadcast(frame, Delivery::Spare);
-        } else {
-            // Another tab of someone already here: only this tab hears of it.
-            seat.outbox.frames.push_within(frame, seat.outbox.limit);
-        }
+        self.announce_arrival(id, first_tab);
         Ok(())
+    }
+
+    /// A name for a client that gave none: `anonymous-N`, the first N nobody here holds.
+    fn anonymous_name(&mut self) -> String {
+        loop {
+            let name = format!("{ANONYMOUS}-{}", self.next_anonymous);
+            self.next_anonymous += 1;
+            if !self.presence.contains(&name) {
+                return name;
+            }
+        }
     }
 
     fn leave(&mut self, id: ClientId) {
@@ -339,14 +374,11 @@ impl Room {
     pub(super) fn offer(&mut self, frame: &Encoded, delivery: Delivery) -> Vec<String> {
         let mut departed = Vec::new();
         let mut pressed = false;
-        let repair = self.members.values().any(|seat| seat.stale).then(|| {
-            let members = self.names();
-            Outbound::Presence {
-                room: &self.name,
-                members: &members,
-            }
-            .encode()
-        });
+        let repair = self
+            .members
+            .values()
+            .any(|seat| seat.stale)
+            .then(|| self.repair_frame());
         let (room, stats) = (&self.name, &self.shared.stats);
         self.members.retain(|_, seat| {
             let (queue, limit) = (&seat.outbox.frames, seat.outbox.limit);

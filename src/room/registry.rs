@@ -3,7 +3,8 @@
 //! behind here (memory only) or in the store, so ids keep increasing when people come back.
 
 use super::Keepalive;
-use super::{ClientId, Event, JoinError, JoinRequest, Joining, Room, ROOM_EVENT_QUEUE};
+use super::ROOM_EVENT_QUEUE;
+use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
 use crate::history::{Entry, Ring, Store};
 use crate::shutdown;
 use crate::stats::Stats;
@@ -126,6 +127,31 @@ impl Registry {
             // The room stopped without answering: only at shutdown.
             Err(_) => Err(JoinError::NameTaken),
         }
+    }
+
+    /// One page of a room's member list: the names after `after`, at most `limit` (capped at
+    /// [`PAGE_LIMIT`]). A room nobody is in has an empty list.
+    pub async fn members(&self, room: &str, after: Option<String>, limit: usize) -> MembersPage {
+        let empty = MembersPage {
+            people: 0,
+            names: Vec::new(),
+            more: false,
+        };
+        let events = match self.shared.rooms.lock().await.get(room) {
+            Some(entry) => entry.events.clone(),
+            None => return empty,
+        };
+        let (reply, page) = async_channel::bounded(1);
+        let limit = limit.clamp(1, PAGE_LIMIT);
+        let asked = events.send(Event::Members {
+            after,
+            limit,
+            reply,
+        });
+        if asked.await.is_err() {
+            return empty; // The room ended meanwhile.
+        }
+        page.recv().await.unwrap_or(empty)
     }
 
     /// Running rooms and how many people are in each, by name.

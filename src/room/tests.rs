@@ -8,7 +8,7 @@ use crate::stats::Stats;
 use crate::trace::Tracer;
 use smol::Executor;
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Far longer than any test: these tests do not exercise the keepalive.

@@ -105,6 +105,7 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
             limits: state.limits.clone(),
             registry: state.registry.clone(),
             executor: state.executor.clone(),
+            stats: state.stats.clone(),
             lease,
         })))
         .detach();
