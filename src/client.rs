@@ -11,7 +11,8 @@
 //! small.
 
 use crate::message::{inbound_text, Encoded, Outbound};
-use crate::queue::{Batch, Dismissal, Next, Queue};
+use crate::meter::{Charge, Meter, SLOT_BYTES};
+use crate::queue::{Batch, Dismissal, Next, Pushed, Queue};
 use crate::room::limits::{Bucket, SenderLimit, Take};
 use crate::room::{JoinError, JoinRequest, Member, Outbox, Registry};
 use crate::stats::Stats;
@@ -130,7 +131,7 @@ where
         return;
     };
     let (sink, mut stream) = unbox(ws).split();
-    let queue: Arc<Queue<Close>> = Arc::default();
+    let queue: Arc<Queue<Close>> = Arc::new(Queue::metered(registry.meter().clone()));
     let outbox = Outbox {
         frames: queue.clone(),
         // Room for the welcome, the history replay and the live queue.
@@ -170,6 +171,7 @@ where
                 limits: &limits,
                 client: &client,
                 stats: &stats,
+                meter: registry.meter(),
             };
             Ended::Reader(read(&mut stream, reader).await)
         },
@@ -293,6 +295,7 @@ struct Reader<'a> {
     limits: &'a Limits,
     client: &'a Client,
     stats: &'a Stats,
+    meter: &'a Meter,
 }
 
 /// Reads frames until the client closes or misbehaves (its room notices if it goes silent).
@@ -304,6 +307,8 @@ where
 {
     let limit = reader.limits.sender;
     let mut bucket = Bucket::new(&limit, Instant::now());
+    // tungstenite keeps a read buffer the size of the largest frame it read, for good.
+    let mut inbound = Charge::new(reader.meter, 0);
     loop {
         let item = stream.next().await;
         // For the room's keepalive: anything the client sends, a pong included, shows it is there.
@@ -311,7 +316,10 @@ where
         // Only the text outlives this match, so the frame is not kept across the await below.
         let text = match item {
             None => return None,
-            Some(Ok(Message::Text(frame))) => inbound_text(&frame),
+            Some(Ok(Message::Text(frame))) => {
+                inbound.at_least(frame.len() as u64);
+                inbound_text(&frame)
+            }
             Some(Ok(Message::Binary(_))) => {
                 return Some((CloseCode::Unsupported, "binary frames are not supported"));
             }
@@ -365,7 +373,9 @@ async fn hold_back(reader: &Reader<'_>, wait: Duration, first: bool) {
         }
         .encode();
         let limit = reader.limits.queue + reader.limits.history + 1;
-        reader.queue.push_within(notice, limit);
+        if let Pushed::Queued(_) = reader.queue.push_within(notice, limit) {
+            reader.meter.charge(SLOT_BYTES);
+        }
     }
     Timer::after(wait).await;
 }
@@ -456,6 +466,7 @@ impl From<Dismissal> for Close {
             Dismissal::TooSlow => (CloseCode::Policy, "too slow: message queue full"),
             Dismissal::Silent => (CloseCode::Away, "no pong within the keepalive limit"),
             Dismissal::ShuttingDown => (CloseCode::Away, "server shutting down"),
+            Dismissal::OverBudget => (CloseCode::Policy, "too far behind while memory is short"),
         })
     }
 }

@@ -11,6 +11,7 @@
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - `message`: the wire protocol.
+//! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - [`trace`]: the book's tracer.
 //!
 //! Imports flow one way: server → http/web → client/room → message/stats/trace.
@@ -26,6 +27,7 @@ mod history;
 mod http;
 pub mod loadgen;
 mod message;
+pub mod meter;
 mod queue;
 mod room;
 pub mod server;

@@ -5,9 +5,11 @@
 //! tagged by `type`. The server stamps name, time and a per-room id; nothing in an inbound frame
 //! can set them.
 
+use crate::meter::{Meter, FRAME_OVERHEAD_BYTES};
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest room or display name, in characters.
@@ -134,7 +136,50 @@ impl Outbound<'_> {
     }
 }
 
+impl Outbound<'_> {
+    /// Serialises once, charging the frame to `meter` for as long as any clone of it lives
+    /// (in a queue, in a history ring, on its way to a socket).
+    pub fn encode_metered(&self, meter: &Arc<Meter>) -> Encoded {
+        let json =
+            serde_json::to_string(self).expect("serialising plain strings and numbers cannot fail");
+        Encoded::metered(json, meter)
+    }
+}
+
+/// A frame's bytes that give their charge back when the last clone goes.
+struct Metered {
+    json: String,
+    meter: Arc<Meter>,
+}
+
+impl AsRef<[u8]> for Metered {
+    fn as_ref(&self) -> &[u8] {
+        self.json.as_bytes()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.meter
+            .release(self.json.len() as u64 + FRAME_OVERHEAD_BYTES);
+    }
+}
+
 impl Encoded {
+    fn metered(json: String, meter: &Arc<Meter>) -> Encoded {
+        meter.charge(json.len() as u64 + FRAME_OVERHEAD_BYTES);
+        let bytes = Bytes::from_owner(Metered {
+            json,
+            meter: meter.clone(),
+        });
+        Encoded(Utf8Bytes::try_from(bytes).expect("JSON is UTF-8"))
+    }
+
+    /// A copy of this frame charged to `meter` (for frames read back from disk).
+    pub fn charged_to(&self, meter: &Arc<Meter>) -> Encoded {
+        Encoded::metered(self.0.as_str().to_owned(), meter)
+    }
+
     /// The JSON bytes (always valid UTF-8).
     pub fn bytes(&self) -> &Bytes {
         self.0.as_ref()
@@ -297,6 +342,33 @@ mod tests {
             welcome.bytes().as_ref(),
             br#"{"type":"welcome","room":"r","name":"n","last_id":9,"complete":false,"members":["a","n"],"people":2}"#
         );
+    }
+
+    #[test]
+    fn metered_frames_are_charged_while_any_clone_lives() {
+        let meter = Arc::new(Meter::default());
+        let base = meter.used();
+        let frame = Outbound::Join {
+            room: "r",
+            name: "n",
+            when: "t",
+            people: 1,
+        }
+        .encode_metered(&meter);
+        let clone = frame.clone();
+        let charged = frame.bytes().len() as u64 + FRAME_OVERHEAD_BYTES;
+        assert_eq!(meter.used(), base + charged);
+        drop(frame);
+        assert_eq!(meter.used(), base + charged);
+        let copy = clone.charged_to(&meter);
+        drop(clone);
+        assert_eq!(meter.used(), base + charged);
+        assert_eq!(
+            copy.bytes().as_ref(),
+            br#"{"type":"join","room":"r","name":"n","when":"t","people":1}"#
+        );
+        drop(copy);
+        assert_eq!(meter.used(), base);
     }
 
     #[test]

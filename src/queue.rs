@@ -14,8 +14,10 @@
 //! from it when the client was last heard, so no connection needs timers of its own.
 
 use crate::message::Encoded;
+use crate::meter::{Meter, SLOT_BYTES};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 /// Frames waiting for one client, and whether it must stop. `S` is the stop word's type.
 pub struct Queue<S> {
     state: Mutex<State<S>>,
+    /// Gets back the slots the room charged as the writer takes them (see `meter`).
+    meter: Option<Arc<Meter>>,
 }
 
 struct State<S> {
@@ -97,6 +101,8 @@ pub enum Dismissal {
     Silent,
     /// The server is stopping.
     ShuttingDown,
+    /// Memory is short and it is far behind.
+    OverBudget,
 }
 
 /// The room's side of a client's queue, without the client's stop-word type.
@@ -150,6 +156,12 @@ pub enum Next<S> {
 
 impl<S> Default for Queue<S> {
     fn default() -> Self {
+        Queue::with_meter(None)
+    }
+}
+
+impl<S> Queue<S> {
+    fn with_meter(meter: Option<Arc<Meter>>) -> Self {
         Queue {
             state: Mutex::new(State {
                 frames: Batch::default(),
@@ -159,11 +171,31 @@ impl<S> Default for Queue<S> {
                 heard: Instant::now(),
                 waiting: None,
             }),
+            meter,
         }
     }
 }
 
+impl<S> Drop for Queue<S> {
+    fn drop(&mut self) {
+        let left = self.lock().frames.len();
+        self.give_back(left);
+    }
+}
+
 impl<S> Queue<S> {
+    /// A queue whose filled slots are charged to `meter` by whoever fills them (the room, in
+    /// one charge per broadcast) and given back here as they empty.
+    pub fn metered(meter: Arc<Meter>) -> Self {
+        Queue::with_meter(Some(meter))
+    }
+
+    fn give_back(&self, slots: usize) {
+        if let (Some(meter), true) = (&self.meter, slots > 0) {
+            meter.release(slots as u64 * SLOT_BYTES);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State<S>> {
         // A panic while holding this lock cannot leave the state half-changed.
         self.state
@@ -250,7 +282,10 @@ impl<S> Queue<S> {
             if !state.frames.is_empty() {
                 // A ping asked for meanwhile stays due: only its pong tells the room the client
                 // is still there.
-                return Poll::Ready(Next::Frames(std::mem::take(&mut state.frames)));
+                let batch = std::mem::take(&mut state.frames);
+                drop(state);
+                self.give_back(batch.len());
+                return Poll::Ready(Next::Frames(batch));
             }
             if state.closed {
                 return Poll::Ready(Next::Closed);
@@ -268,7 +303,9 @@ impl<S> Queue<S> {
     /// Takes what is queued without waiting (for tests that inspect a queue).
     #[cfg(test)]
     pub fn take_now(&self) -> Batch {
-        std::mem::take(&mut self.lock().frames)
+        let batch = std::mem::take(&mut self.lock().frames);
+        self.give_back(batch.len());
+        batch
     }
 
     /// Whether the queue was closed (for tests).

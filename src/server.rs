@@ -7,8 +7,9 @@
 
 use crate::config::Config;
 use crate::history::Store;
+use crate::meter::Meter;
 use crate::room::limits::SenderLimit;
-use crate::room::{Keepalive, Registry};
+use crate::room::{self, Keepalive, Registry};
 use crate::session::{self, Sessions};
 use crate::stats::{Snapshot, Stats};
 use crate::trace::Tracer;
@@ -65,6 +66,7 @@ impl Server {
             Tracer::off()
         });
         let (trigger, signal) = shutdown::channel();
+        let meter = Arc::new(Meter::new(config.memory_budget));
         let (alive_tx, alive) = async_channel::bounded(1);
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
@@ -72,12 +74,15 @@ impl Server {
             registry: Registry::new(
                 executor.clone(),
                 stats.clone(),
+                meter.clone(),
                 tracer,
-                config.history,
-                store.clone(),
-                Keepalive {
-                    ping_interval: config.ping_interval,
-                    pong_wait: config.pong_wait,
+                room::Settings {
+                    history: config.history,
+                    store: store.clone(),
+                    keepalive: Keepalive {
+                        ping_interval: config.ping_interval,
+                        pong_wait: config.pong_wait,
+                    },
                 },
                 signal.clone(),
             ),

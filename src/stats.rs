@@ -13,6 +13,8 @@ pub struct Stats {
     disk_bytes: AtomicU64,
     held_back: AtomicU64,
     flooders_closed: AtomicU64,
+    dropped_for_backlog: AtomicU64,
+    refused_for_memory: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -32,6 +34,10 @@ pub struct Snapshot {
     pub held_back: u64,
     /// Senders closed for flooding (held back too long), since start.
     pub flooders_closed: u64,
+    /// Members let go, furthest behind first, because memory ran short, since start.
+    pub dropped_for_backlog: u64,
+    /// WebSockets refused (503) because the memory budget was nearly used, since start.
+    pub refused_for_memory: u64,
 }
 
 impl Stats {
@@ -74,6 +80,14 @@ impl Stats {
     pub fn flooder_closed(&self) {
         self.flooders_closed.fetch_add(1, Relaxed);
     }
+    /// A member far behind was let go because memory ran short.
+    pub fn dropped_for_backlog(&self) {
+        self.dropped_for_backlog.fetch_add(1, Relaxed);
+    }
+    /// A WebSocket was refused for want of memory.
+    pub fn refused_for_memory(&self) {
+        self.refused_for_memory.fetch_add(1, Relaxed);
+    }
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -84,6 +98,8 @@ impl Stats {
             disk_bytes: self.disk_bytes.load(Relaxed),
             held_back: self.held_back.load(Relaxed),
             flooders_closed: self.flooders_closed.load(Relaxed),
+            dropped_for_backlog: self.dropped_for_backlog.load(Relaxed),
+            refused_for_memory: self.refused_for_memory.load(Relaxed),
         }
     }
 }

@@ -21,6 +21,9 @@
   let unread = 0;
   const baseTitle = document.title;
   let members = new Set();     // names in the room, kept from welcome, join, leave, presence
+  let people = 0;              // the server's head count (a large room's list may be partial)
+  let membersPartial = false;  // the list is known to miss some: pull it when it is shown
+  let pulling = null;
 
   // Avatar: initials on a colour derived from the name, drawn locally (no external service).
   function avatar(name) {
@@ -83,7 +86,43 @@
     });
   }
 
+  // The whole member list, page by page. A large room does not send it (it would cost every
+  // member every name); the page asks when the list is on screen and known to be out of date.
+  async function pullPeople() {
+    if (pulling || !membersPartial) return;
+    pulling = (async () => {
+      const names = new Set();
+      let after = null;
+      try {
+        for (let page = 0; page < 100; page++) {
+          const q = after === null ? "" : `?after=${encodeURIComponent(after)}`;
+          const res = await fetch(`/rooms/${encodeURIComponent(room)}/members${q}`, { cache: "no-store" });
+          if (!res.ok) return;
+          const body = await res.json();
+          body.members.forEach((n) => names.add(n));
+          people = body.people;
+          if (!body.next) break;
+          after = body.next;
+        }
+        members = names;
+        membersPartial = false;
+        showPeople();
+      } catch { /* offline: the next frame says what is known */ }
+    })();
+    await pulling;
+    pulling = null;
+  }
+
+  function peopleShown() {
+    const side = $("side");
+    return side.offsetParent !== null && getComputedStyle(side).display !== "none";
+  }
+
   function showPeople() {
+    if (membersPartial && peopleShown()) {
+      // Spread a crowd's requests over a few seconds.
+      setTimeout(pullPeople, Math.random() * 3000);
+    }
     const names = [...members].sort();
     const people = $("people");
     people.replaceChildren(...names.map((name) => {
@@ -93,8 +132,9 @@
       li.append(avatar(name), label);
       return li;
     }));
-    $("people-count").textContent = `(${names.length})`;
-    $("people-toggle").textContent = `People (${names.length})`;
+    const count = Math.max(people, names.length);
+    $("people-count").textContent = `(${count})`;
+    $("people-toggle").textContent = `People (${count})`;
   }
 
   async function showRooms() {
@@ -157,14 +197,32 @@
           lastId = m.id;
           showMessage(m);
         }
-      } else if (m.type === "welcome" || m.type === "presence") {
+      } else if (m.type === "welcome") {
         members = new Set(m.members);
+        members.add(m.name);
+        people = m.people ?? members.size;
+        membersPartial = members.size < people;
         showPeople();
-        if (m.type === "welcome" && caughtUp > 0 && !m.complete) {
+        if (caughtUp > 0 && !m.complete) {
           showEvent("Some messages were sent while you were away and are no longer kept.", "warn");
         }
+      } else if (m.type === "presence") {
+        if (m.members) {
+          members = new Set(m.members);
+          membersPartial = false;
+        } else {
+          (m.joined || []).forEach((n) => members.add(n));
+          (m.left || []).forEach((n) => members.delete(n));
+          if (m.partial) membersPartial = true;
+        }
+        people = m.people ?? members.size;
+        if (members.size !== people) membersPartial = true;
+        showPeople();
+      } else if (m.type === "error") {
+        showEvent(m.text, "warn");
       } else if (m.type === "join" || m.type === "leave") {
         if (m.type === "join") members.add(m.name); else members.delete(m.name);
+        people = m.people ?? members.size;
         showPeople();
         if (m.name !== myName) showEvent(`${m.name} ${m.type === "join" ? "joined" : "left"} · ${localTime(m.when)}`);
         showRooms();
@@ -223,6 +281,7 @@
   $("people-toggle").addEventListener("click", () => {
     const open = $("side").classList.toggle("open");
     $("people-toggle").setAttribute("aria-expanded", String(open));
+    if (open) pullPeople();
   });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) {

@@ -178,9 +178,16 @@ fn bad_upgrade_requests_are_refused() {
                 .status,
             400
         );
-        // No name is fine: the server calls you anonymous.
+        // No name is fine: the server gives each nameless client a name of its own, so any
+        // number of them share a room (the book's page sends no name).
         let mut anon = ws(server.addr, "/ws/lobby").await;
-        assert_eq!(next_json(&mut anon).await["name"], "anonymous");
+        assert_eq!(next_json(&mut anon).await["name"], "anonymous-1");
+        let mut second = ws(server.addr, "/ws/lobby?name=anonymous").await;
+        let welcome = next_json(&mut second).await;
+        assert_eq!(welcome["name"], "anonymous-2");
+        assert_eq!(welcome["members"], serde_json::json!(["anonymous-1", "anonymous-2"]));
+        say(&mut second, "two of us").await;
+        assert_eq!(next_message(&mut anon).await["name"], "anonymous-2");
     });
 }
 

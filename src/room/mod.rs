@@ -29,10 +29,11 @@ mod tests;
 
 pub use keepalive::Keepalive;
 pub use presence::{MembersPage, PAGE_LIMIT};
-pub use registry::{Member, Registry};
+pub use registry::{Member, Registry, Settings};
 
 use crate::history::{Entry, Ring};
 use crate::message::{timestamp, Encoded, Outbound, ANONYMOUS};
+use crate::meter::SLOT_BYTES;
 use crate::queue::{Dismissal, FrameSink, Pushed};
 use async_channel::{Receiver, Sender};
 use presence::Presence;
@@ -49,6 +50,9 @@ use std::time::SystemTime;
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
 /// The channel allocates every slot up front, so this is also a per-room memory cost.
 const ROOM_EVENT_QUEUE: usize = 64;
+/// When memory runs short, members this many frames behind, or half as far as the furthest
+/// behind if that is more, are let go; members that keep up are never this far behind.
+const BACKLOG_FLOOR: usize = 16;
 
 /// Identifies one connection in its room.
 pub type ClientId = u64;
@@ -306,13 +310,17 @@ impl Room {
             members: &members,
             people: self.presence.people(),
         }
-        .encode();
+        .encode_metered(&self.shared.meter);
         // The queue has room for the whole history on top of its live share (see client.rs).
+        let mut queued = 0;
         for frame in std::iter::once(&welcome).chain(replay.entries.iter().map(|e| &e.frame)) {
-            seat.outbox
+            let pushed = seat
+                .outbox
                 .frames
                 .push_within(frame.clone(), seat.outbox.limit);
+            queued += u64::from(matches!(pushed, Pushed::Queued(_)));
         }
+        self.shared.meter.charge(queued * SLOT_BYTES);
         self.announce_arrival(id, first_tab);
         Ok(())
     }
@@ -350,7 +358,7 @@ impl Room {
             text: &text,
             when: &when,
         }
-        .encode();
+        .encode_metered(&self.shared.meter);
         if let Some(store) = &self.shared.store {
             store.append(&self.name, &frame);
         }
@@ -379,10 +387,26 @@ impl Room {
             .values()
             .any(|seat| seat.stale)
             .then(|| self.repair_frame());
+        // Memory is short: the members furthest behind go first, never those that keep up.
+        let squeeze = self.shared.meter.is_over().then(|| {
+            let furthest = self.members.values().map(|s| s.outbox.frames.len());
+            (furthest.max().unwrap_or(0) / 2).max(BACKLOG_FLOOR)
+        });
         let (room, stats) = (&self.name, &self.shared.stats);
+        let mut slots = 0u64;
         self.members.retain(|_, seat| {
             let (queue, limit) = (&seat.outbox.frames, seat.outbox.limit);
             let queued = queue.len();
+            if squeeze.is_some_and(|backlog| queued >= backlog) {
+                log::warn!(
+                    "room {room}: dropping {}: {queued} messages behind while memory is short",
+                    seat.name
+                );
+                queue.dismiss(Dismissal::OverBudget);
+                stats.dropped_for_backlog();
+                departed.push(seat.name.clone());
+                return false;
+            }
             let over_half = queued * 2 >= limit;
             pressed |= over_half;
             if delivery == Delivery::Spare && over_half {
@@ -391,9 +415,11 @@ impl Room {
             }
             match queue.push_within(frame.clone(), limit) {
                 Pushed::Queued(_) => {
+                    slots += 1;
                     if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
                         let pushed = queue.push_within(list.clone(), limit);
                         seat.stale = !matches!(pushed, Pushed::Queued(_));
+                        slots += u64::from(!seat.stale);
                     }
                     true
                 }
@@ -414,6 +440,8 @@ impl Room {
                 }
             }
         });
+        // One charge per broadcast; the queues give their slots back as their writers take them.
+        self.shared.meter.charge(slots * SLOT_BYTES);
         self.pressed = pressed;
         departed
     }

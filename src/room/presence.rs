@@ -11,6 +11,8 @@
 
 use super::{ClientId, Delivery, Room};
 use crate::message::{timestamp, Encoded, Outbound};
+use crate::meter::SLOT_BYTES;
+use crate::queue::Pushed;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -175,12 +177,14 @@ impl Room {
             when: &when,
             people: self.presence.people(),
         }
-        .encode();
+        .encode_metered(&self.shared.meter);
         if first_tab {
             self.broadcast(frame, Delivery::Spare);
         } else {
             // Another tab of someone already here: only this tab hears of it.
-            seat.outbox.frames.push_within(frame, seat.outbox.limit);
+            if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {
+                self.shared.meter.charge(SLOT_BYTES);
+            }
         }
     }
 
@@ -208,7 +212,7 @@ impl Room {
                 when: &when,
                 people: self.presence.people(),
             }
-            .encode();
+            .encode_metered(&self.shared.meter);
             departed.extend(self.offer(&frame, Delivery::Spare));
         }
     }
@@ -247,7 +251,7 @@ impl Room {
             left: &left,
             partial,
         }
-        .encode();
+        .encode_metered(&self.shared.meter);
         let departed = self.offer(&frame, Delivery::Spare);
         self.announce_departures(departed);
     }
@@ -266,7 +270,7 @@ impl Room {
             left: &[],
             partial: true,
         }
-        .encode()
+        .encode_metered(&self.shared.meter)
     }
 
     fn whole_list(&self) -> Encoded {
@@ -279,7 +283,7 @@ impl Room {
             left: &[],
             partial: false,
         }
-        .encode()
+        .encode_metered(&self.shared.meter)
     }
 
     /// The names a welcome carries: everyone in a small room, the first few in a large one.

@@ -6,6 +6,7 @@ use super::Keepalive;
 use super::ROOM_EVENT_QUEUE;
 use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
 use crate::history::{Entry, Ring, Store};
+use crate::meter::Meter;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::trace::Tracer;
@@ -19,6 +20,16 @@ use std::sync::Arc;
 /// Histories of ended rooms kept in memory, the longest-ended forgotten first. With a store,
 /// a forgotten history is read back from disk (long flushed by then); without, it is gone.
 const DORMANT_ROOMS: usize = 256;
+
+/// How rooms keep their history and their members.
+pub struct Settings {
+    /// Messages each room keeps and replays.
+    pub history: usize,
+    /// Where histories are saved, if anywhere.
+    pub store: Option<Arc<Store>>,
+    /// How members are kept alive.
+    pub keepalive: Keepalive,
+}
 
 /// Starts rooms on demand and hands out memberships.
 #[derive(Clone)]
@@ -46,6 +57,8 @@ pub(super) struct Shared {
     pub(super) executor: Arc<Executor<'static>>,
     pub(super) keepalive: Keepalive,
     pub(super) shutdown: shutdown::Signal,
+    /// What the rooms' frames and queues hold, against the budget.
+    pub(super) meter: Arc<Meter>,
 }
 
 /// One client's place in one room. Dropping it leaves the room (best effort; call
@@ -57,18 +70,21 @@ pub struct Member {
 }
 
 impl Registry {
-    /// A registry whose rooms run on `executor`, keep `history` messages, save them to
-    /// `store` if there is one, keep members alive as `keepalive` says, and let everyone go
-    /// when `shutdown` fires.
+    /// A registry whose rooms run on `executor`, kept as `settings` say, counting in `stats`
+    /// and `meter`, and letting everyone go when `shutdown` fires.
     pub fn new(
         executor: Arc<Executor<'static>>,
         stats: Arc<Stats>,
+        meter: Arc<Meter>,
         tracer: Arc<Tracer>,
-        history: usize,
-        store: Option<Arc<Store>>,
-        keepalive: Keepalive,
+        settings: Settings,
         shutdown: shutdown::Signal,
     ) -> Self {
+        let Settings {
+            history,
+            store,
+            keepalive,
+        } = settings;
         Registry {
             shared: Arc::new(Shared {
                 rooms: Mutex::new(HashMap::new()),
@@ -81,6 +97,7 @@ impl Registry {
                 executor,
                 keepalive,
                 shutdown,
+                meter,
             }),
         }
     }
@@ -154,6 +171,11 @@ impl Registry {
         page.recv().await.unwrap_or(empty)
     }
 
+    /// What the server's rooms and clients hold, against the budget.
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.shared.meter
+    }
+
     /// Running rooms and how many people are in each, by name.
     pub async fn list(&self) -> Vec<(String, usize)> {
         let rooms = self.shared.rooms.lock().await;
@@ -211,6 +233,13 @@ impl Room {
             }),
             None => Vec::new(),
         };
+        let entries = entries
+            .into_iter()
+            .map(|entry| Entry {
+                id: entry.id,
+                frame: entry.frame.charged_to(&shared.meter),
+            })
+            .collect();
         Ring::from_entries(shared.history, entries)
     }
 

@@ -76,13 +76,17 @@ fn registry_with(
     shutdown: shutdown::Signal,
 ) -> Registry {
     let tracer = Arc::new(Tracer::off());
+    let settings = Settings {
+        history: 10,
+        store,
+        keepalive,
+    };
     Registry::new(
         executor.clone(),
         stats.clone(),
+        Arc::default(),
         tracer,
-        10,
-        store,
-        keepalive,
+        settings,
         shutdown,
     )
 }

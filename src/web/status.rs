@@ -77,9 +77,16 @@ async fn members(req: Request<State>) -> tide::Result {
     Ok(res)
 }
 
+/// The counters, and the accounted memory against the budget (`budget` null: none set).
 async fn healthz(req: Request<State>) -> tide::Result {
+    let meter = req.state().registry.meter();
+    let mut body = serde_json::to_value(req.state().stats.snapshot())?;
+    body["memory"] = serde_json::json!({
+        "accounted_bytes": meter.used(),
+        "budget_bytes": meter.budget(),
+    });
     let mut res = Response::new(StatusCode::Ok);
-    res.set_body(tide::Body::from_json(&req.state().stats.snapshot())?);
+    res.set_body(tide::Body::from_json(&body)?);
     res.insert_header("Cache-Control", "no-store");
     Ok(res)
 }

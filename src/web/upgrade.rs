@@ -5,6 +5,7 @@ use super::{plain, query, random_person, session, State};
 use crate::client::{self, Client};
 use crate::coalesce::Coalesce;
 use crate::message::{display_name, valid_room, ANONYMOUS};
+use crate::meter::{Meter, CONNECTION_BYTES};
 use crate::stats::Stats;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
@@ -70,7 +71,22 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
             "too many connections, try again later",
         ));
     }
-    let slot = ConnectionSlot(state.stats.clone());
+    let meter = state.registry.meter();
+    if !meter.admits_connection() {
+        state.stats.connection_closed();
+        state.stats.refused_for_memory();
+        log::warn!(
+            "{peer}: refused WebSocket: {} KiB of the {} KiB memory budget in use",
+            meter.used() >> 10,
+            meter.budget().unwrap_or(0) >> 10
+        );
+        return Ok(plain(
+            StatusCode::ServiceUnavailable,
+            "the server's memory is full, try again later",
+        ));
+    }
+    meter.charge(CONNECTION_BYTES);
+    let slot = ConnectionSlot(state.stats.clone(), meter.clone());
 
     let mut res = Response::new(StatusCode::SwitchingProtocols);
     res.insert_header("Upgrade", "websocket");
@@ -113,11 +129,13 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
 }
 
 /// Gives a connection slot back when the client task ends, however it ends.
-struct ConnectionSlot(Arc<Stats>);
+/// Gives its memory charge back too.
+struct ConnectionSlot(Arc<Stats>, Arc<Meter>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connection_closed();
+        self.1.release(CONNECTION_BYTES);
     }
 }
 
