@@ -38,6 +38,8 @@ const READ_BUFFER_BYTES: usize = 128;
 /// the size of the largest burst for good. Frames are gathered below it instead, in a buffer
 /// that is let go after each batch (see `coalesce`), so each batch is still one `write`.
 const WRITE_BUFFER_BYTES: usize = 0;
+/// Largest WebSocket frame we write; longer messages go as fragments (see [`fragments`]).
+pub const FRAGMENT_BYTES: usize = 2048;
 /// Longest a close handshake, or draining a misbehaving client, may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded from a client after closing it for a protocol error.
@@ -504,13 +506,13 @@ fn send_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut frames = batch.into_iter();
+    let mut frames = batch.into_iter().flat_map(fragments);
     poll_fn(move |cx| {
         // A frame is taken only once the sink is ready for it, so none is lost while waiting.
         loop {
             ready!(sink.poll_ready_unpin(cx))?;
             match frames.next() {
-                Some(frame) => sink.start_send_unpin(text_message(frame))?,
+                Some(message) => sink.start_send_unpin(message)?,
                 None => break,
             }
         }
@@ -518,9 +520,52 @@ where
     })
 }
 
-/// Wraps an encoded frame as a text message without copying it.
-fn text_message(frame: Encoded) -> Message {
-    Message::Text(frame.text())
+/// An encoded frame as the WebSocket frames that carry it, without copying it: one text frame,
+/// or, past [`FRAGMENT_BYTES`], a text frame and continuations of that size at most.
+/// tungstenite keeps a buffer the size of the largest frame it ever wrote for the connection's
+/// whole life; fragments keep that buffer small whatever size the room's frames reach.
+fn fragments(frame: Encoded) -> Fragments {
+    Fragments {
+        bytes: frame.bytes().clone(),
+        whole: Some(frame),
+        at: 0,
+    }
+}
+
+/// See [`fragments`].
+struct Fragments {
+    whole: Option<Encoded>,
+    bytes: bytes::Bytes,
+    at: usize,
+}
+
+impl Iterator for Fragments {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use async_tungstenite::tungstenite::protocol::frame::Frame;
+        if self.bytes.len() <= FRAGMENT_BYTES {
+            return self.whole.take().map(|frame| Message::Text(frame.text()));
+        }
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let end = (self.at + FRAGMENT_BYTES).min(self.bytes.len());
+        let opcode = if self.at == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        };
+        let piece = self.bytes.slice(self.at..end);
+        self.at = end;
+        let last = end == self.bytes.len();
+        Some(Message::Frame(Frame::message(
+            piece,
+            OpCode::Data(opcode),
+            last,
+        )))
+    }
 }
 
 /// Reads and discards what a misbehaving client still sends, so that closing our end does not
@@ -543,4 +588,42 @@ async fn drain<S: AsyncRead + Unpin>(socket: &mut S) {
         },
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Outbound;
+    use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    fn frame_of(text: &str) -> Encoded {
+        Outbound::Error {
+            room: "r",
+            code: "c",
+            text,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_small_frame_goes_whole_and_a_large_one_in_fragments() {
+        let small: Vec<Message> = fragments(frame_of("hi")).collect();
+        assert!(matches!(small.as_slice(), [Message::Text(_)]));
+
+        let frame = frame_of(&"é".repeat(2500)); // 5000 bytes of text, split mid-character
+        let pieces: Vec<Message> = fragments(frame.clone()).collect();
+        assert_eq!(pieces.len(), frame.bytes().len().div_ceil(FRAGMENT_BYTES));
+        let mut joined = Vec::new();
+        for (n, piece) in pieces.iter().enumerate() {
+            let Message::Frame(f) = piece else {
+                panic!("expected a raw frame")
+            };
+            let expected = if n == 0 { Data::Text } else { Data::Continue };
+            assert_eq!(f.header().opcode, OpCode::Data(expected));
+            assert_eq!(f.header().is_final, n == pieces.len() - 1);
+            assert!(f.payload().len() <= FRAGMENT_BYTES);
+            joined.extend_from_slice(f.payload());
+        }
+        assert_eq!(joined, frame.bytes().as_ref());
+    }
 }

@@ -185,7 +185,10 @@ fn bad_upgrade_requests_are_refused() {
         let mut second = ws(server.addr, "/ws/lobby?name=anonymous").await;
         let welcome = next_json(&mut second).await;
         assert_eq!(welcome["name"], "anonymous-2");
-        assert_eq!(welcome["members"], serde_json::json!(["anonymous-1", "anonymous-2"]));
+        assert_eq!(
+            welcome["members"],
+            serde_json::json!(["anonymous-1", "anonymous-2"])
+        );
         say(&mut second, "two of us").await;
         assert_eq!(next_message(&mut anon).await["name"], "anonymous-2");
     });
