@@ -263,7 +263,13 @@ fn a_memory_budget_caps_connections_and_memory_stays_within_it() {
     use async_tungstenite::tungstenite::Error as WsError;
     let budget_bytes = 8u64 << 20;
     let expected = smolchat::config::Budget::derive(budget_bytes).unwrap();
-    let server = Process::start(&["--memory-budget", "8MiB"]);
+    // Every client comes from 127.0.0.1, which may hold only 16 sockets by default.
+    let server = Process::start(&[
+        "--memory-budget",
+        "8MiB",
+        "--max-sockets-per-address",
+        "100000",
+    ]);
     let rss = |pid: u32| smolchat::loadgen::rss_kib(pid).unwrap() * 1024;
     let at_start = rss(server.pid());
     let local = smol::LocalExecutor::new();

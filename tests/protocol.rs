@@ -4,9 +4,11 @@
 
 mod common;
 
+use async_tungstenite::tungstenite::Message;
 use common::*;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
+use smol::stream::StreamExt;
 use std::net::SocketAddr;
 
 /// Reads until the server closes; returns everything, or the error that ended the stream.
@@ -290,5 +292,147 @@ fn http_refusals_are_read_before_the_connection_ends() {
         let _ = sender.await;
         assert_eq!(error, None, "reset before the answer was read");
         assert_eq!(parse_reply(&bytes).status, 431);
+    });
+}
+
+/// The `refused` counters `/healthz` shows.
+async fn refused(addr: SocketAddr) -> serde_json::Value {
+    let health = get(addr, "/healthz", &[]).await;
+    assert_eq!(health.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    json["refused"].clone()
+}
+
+/// The status of a WebSocket upgrade that was refused.
+async fn refused_upgrade(addr: SocketAddr, path: &str) -> (u16, Option<String>) {
+    use async_tungstenite::tungstenite::Error as WsError;
+    match within("a refused upgrade", try_ws(addr, path)).await {
+        Err(WsError::Http(response)) => (
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        ),
+        Ok(_) => panic!("{path}: the upgrade was accepted"),
+        Err(other) => panic!("{path}: {other}"),
+    }
+}
+
+#[test]
+fn one_address_holds_only_so_many_sockets_and_gets_them_back_when_they_close() {
+    let server = start(smolchat::Config {
+        max_sockets_per_address: 3,
+        ..config()
+    });
+    smol::block_on(async {
+        let mut tabs = Vec::new();
+        for n in 0..3 {
+            tabs.push(join(server.addr, "lobby", &format!("tab{n}")).await);
+        }
+        assert_eq!(
+            refused_upgrade(server.addr, "/ws/lobby?name=tab3").await.0,
+            429
+        );
+        assert_eq!(refused(server.addr).await["per_address"], 1);
+        // A tab closes: its slot is free as soon as the close is seen.
+        let mut gone = tabs.pop().unwrap();
+        gone.close(None).await.unwrap();
+        while let Some(Ok(_)) = within("the end of a tab", gone.next()).await {}
+        let _again = join(server.addr, "lobby", "tab3").await;
+        // A socket the server closed for a limit gives its slot back too.
+        let mut rude = tabs.pop().unwrap();
+        rude.send(Message::binary(vec![1u8])).await.unwrap();
+        assert_eq!(close_frame(&mut rude).await.0, 1003);
+        let _and_again = join(server.addr, "lobby", "tab4").await;
+        assert_eq!(refused(server.addr).await["per_address"], 1);
+        assert_eq!(server.stats().connections, 3);
+    });
+}
+
+#[test]
+fn one_address_starts_only_so_many_rooms_a_minute_but_may_join_any() {
+    let server = start(smolchat::Config {
+        new_rooms_per_minute: 2,
+        ..config()
+    });
+    smol::block_on(async {
+        let _one = join(server.addr, "one", "ann").await;
+        let _two = join(server.addr, "two", "ann").await;
+        let (status, retry_after) = refused_upgrade(server.addr, "/ws/three?name=ann").await;
+        assert_eq!(status, 429);
+        let wait: u64 = retry_after.expect("a Retry-After").parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        // Rooms that are running are joined freely.
+        let _more = join(server.addr, "one", "bob").await;
+        let _still = join(server.addr, "two", "bob").await;
+        let counts = refused(server.addr).await;
+        assert_eq!(
+            (counts["new_rooms"].as_u64(), counts["per_address"].as_u64()),
+            (Some(1), Some(0))
+        );
+        assert_eq!(server.stats().rooms, 2);
+    });
+}
+
+#[test]
+fn sign_ins_and_name_changes_are_limited_per_address() {
+    let server = start(smolchat::Config {
+        sign_ins_per_minute: 2,
+        ..config()
+    });
+    smol::block_on(async {
+        let cookie = sign_in(server.addr, "Ann", "").await;
+        // A name change is a sign-in with a cookie.
+        let body = "name=Annie";
+        let change = format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\n{cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(raw_request(server.addr, &change).await.status, 303);
+        let third = raw_request(server.addr, &change).await;
+        assert_eq!(third.status, 429);
+        let wait: u64 = third.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert!(
+            third.text().contains("Too many sign-ins"),
+            "{}",
+            third.text()
+        );
+        assert_eq!(post_login(server.addr, "Bob", "", "/").await.status, 429);
+        assert_eq!(refused(server.addr).await["sign_ins"], 2);
+    });
+}
+
+#[test]
+fn healthz_counts_refusals_per_reason() {
+    let server = start(smolchat::Config {
+        max_connections: 1,
+        ..config()
+    });
+    smol::block_on(async {
+        let _one = join(server.addr, "lobby", "ann").await;
+        assert_eq!(
+            refused_upgrade(server.addr, "/ws/lobby?name=bob").await.0,
+            503
+        );
+        let foreign = get_request(
+            server.addr,
+            "/ws/lobby",
+            &[
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version: 13",
+                "Origin: http://evil.example",
+            ],
+        );
+        assert_eq!(status_of(server.addr, foreign).await, 403);
+        let counts = refused(server.addr).await;
+        assert_eq!(
+            counts,
+            serde_json::json!({"connections": 1, "per_address": 0, "new_rooms": 0,
+                               "sign_ins": 0, "passcode": 0, "origin": 1})
+        );
     });
 }

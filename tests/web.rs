@@ -126,7 +126,9 @@ fn healthz_counts_rooms_connections_and_messages() {
         let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0, "disk_bytes": 0})
+            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0, "disk_bytes": 0,
+                "refused": {"connections": 0, "per_address": 0, "new_rooms": 0, "sign_ins": 0,
+                            "passcode": 0, "origin": 0}})
         );
     });
 }
