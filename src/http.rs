@@ -129,6 +129,9 @@ pub async fn serve<F, Fut>(
             return;
         }
         if close {
+            // Ignored: the connection ends either way. Requests pipelined behind this one
+            // are not answered, but must not reset the connection before it is read.
+            let _ = linger(&mut stream).await;
             return;
         }
     }
@@ -327,6 +330,13 @@ async fn respond_plain(
         why.len() + 1
     );
     stream.write_all(reply.as_bytes()).await?;
+    linger(stream).await
+}
+
+/// Ends a connection whose last answer has been written: stops sending, then reads and
+/// discards what the client still sends (bounded), so the close does not reset the
+/// connection and destroy that answer before the client reads it.
+async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut scratch = [0u8; 1024];
     let mut left = LINGER_BYTES;

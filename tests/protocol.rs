@@ -436,3 +436,19 @@ fn healthz_counts_refusals_per_reason() {
         );
     });
 }
+
+#[test]
+fn requests_behind_a_connection_close_do_not_reset_its_answer() {
+    let server = start(config());
+    smol::block_on(async {
+        let mut requests =
+            String::from("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        // Enough behind it that the server cannot have read it all with the first request.
+        for _ in 0..200 {
+            requests.push_str("GET /rooms HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        let answers = pipelined(server.addr, &requests).await;
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].0, 200);
+    });
+}
