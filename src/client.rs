@@ -42,7 +42,7 @@ const WRITE_BUFFER_BYTES: usize = 0;
 pub const FRAGMENT_BYTES: usize = 2048;
 /// Longest a close handshake, or draining a misbehaving client, may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Most bytes read and discarded from a client after closing it for a protocol error.
+/// Most bytes read and discarded from a client after our close frame, before we close anyway.
 const DRAIN_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Per-connection limits, from the configuration.
@@ -216,18 +216,18 @@ where
         Err(())
     })
     .await;
-    drain(ws.get_mut()).await;
+    close_and_drain(ws.get_mut()).await;
 }
 
 /// Ends a connection once one half has finished: the writer sends its close frame (told by
-/// the reader first, then the room hears the leave), and the socket is drained or lingers
-/// briefly for the client's answer.
+/// the reader first, then the room hears the leave); then we half-close and drain (see
+/// [`close_and_drain`]).
 async fn finish<S>(
     first: Ended<S>,
     queue: &Queue<Close>,
     member: Member,
     writer: smol::Task<WebSocketSender<S>>,
-    mut stream: WebSocketReceiver<S>,
+    stream: WebSocketReceiver<S>,
     client: &Client,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -237,49 +237,45 @@ async fn finish<S>(
             if let Some((code, reason)) = close {
                 log::info!("{}: closing {}: {reason}", client.peer, u16::from(code));
             }
-            let initiated = close.is_some();
             // First tell the writer, then leave: leaving closes the frame queue, and the writer
             // must already know which close frame that means.
             // If the room's kick got there first, its close frame wins.
             queue.stop(close);
             member.leave().await;
-            let sink = writer.await;
-            if initiated {
-                if let Ok(mut ws) = WebSocketStream::reunite(sink, stream) {
-                    send_last_words(ws.get_mut()).await;
-                    drain(ws.get_mut()).await;
-                }
-                return;
-            }
-            sink
+            writer.await
         }
+        // We sent a close (kick or shutdown) or the socket broke.
         Ended::Writer(sink) => {
             member.leave().await;
-            // We sent a close (kick or shutdown) or the socket broke: give the client a moment
-            // to answer the close handshake, discarding anything else it says.
-            let _ = or(
-                async { while let Some(Ok(_)) = stream.next().await {} },
-                async {
-                    Timer::after(CLOSE_TIMEOUT).await;
-                },
-            )
-            .await;
             sink
         }
     };
     if let Ok(mut ws) = WebSocketStream::reunite(sink, stream) {
-        send_last_words(ws.get_mut()).await;
+        close_and_drain(ws.get_mut()).await;
     }
 }
 
-/// Sends what tungstenite wrote but did not flush: its answer to the client's close frame, which
-/// it writes as the connection ends and leaves to the socket (here, gathered in `Coalesce`).
-async fn send_last_words<S: AsyncWrite + Unpin>(socket: &mut S) {
-    let _ = or(async { socket.flush().await.map_err(drop) }, async {
-        Timer::after(CLOSE_TIMEOUT).await;
-        Err(())
-    })
+/// Ends our side of a socket whose close frame has been written: sends what tungstenite wrote
+/// but did not flush (its answer to the client's close frame, which it leaves to the socket,
+/// here gathered in `Coalesce`), half-closes, and reads and discards what the client still
+/// sends (its answer to our close, or whatever it was sending), bounded in time and bytes.
+/// The client thus reads the close frame and then the end of the stream; closing with its
+/// input unread would reset the connection instead, and a reset can destroy the close frame
+/// before the client reads it (and tells a client that is writing nothing but "reset").
+async fn close_and_drain<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S) {
+    // Ignored: a socket that cannot take its last bytes in time is closed anyway.
+    let _ = or(
+        async {
+            socket.flush().await.map_err(drop)?;
+            socket.close().await.map_err(drop)
+        },
+        async {
+            Timer::after(CLOSE_TIMEOUT).await;
+            Err(())
+        },
+    )
     .await;
+    drain(socket).await;
 }
 
 /// Which half of the connection finished first.
@@ -568,8 +564,9 @@ impl Iterator for Fragments {
     }
 }
 
-/// Reads and discards what a misbehaving client still sends, so that closing our end does not
-/// reset the connection before it has read our close frame. Bounded in time and bytes.
+/// Reads and discards what a client still sends until it closes its side, so that closing our
+/// end does not reset the connection before it has read our close frame. Bounded in time and
+/// bytes: a client that never stops sending gets [`DRAIN_LIMIT_BYTES`] or [`CLOSE_TIMEOUT`].
 async fn drain<S: AsyncRead + Unpin>(socket: &mut S) {
     // On the heap: an array here would sit in every connection's task for its whole life.
     let mut scratch = vec![0u8; 1024];

@@ -25,6 +25,10 @@ OPTIONS:
   --queue N                 messages queued per client before it counts as too slow [default: 256]
   --max-message-bytes N     largest message a client may send [default: 4096]
   --max-connections N       open WebSockets before new ones get 503 [default: 1000]
+  --max-sockets-per-address N
+                            open WebSockets one address may hold; more get 429 [default: 16]
+  --sign-ins-per-minute N   sign-ins and name changes per address per minute [default: 10]
+  --new-rooms-per-minute N  rooms one address may start per minute [default: 10]
   --allow-origin ORIGIN     also accept WebSockets from this origin (repeatable),
                             e.g. http://chat.example:8080
   --data-dir DIR            keep history and the session key in DIR, or 'none' for memory
@@ -63,6 +67,12 @@ pub struct Config {
     pub max_message_bytes: NonZeroUsize,
     /// Open WebSockets allowed at once.
     pub max_connections: usize,
+    /// Open WebSockets one address may hold at once.
+    pub max_sockets_per_address: usize,
+    /// Sign-ins and name changes allowed per address per minute.
+    pub sign_ins_per_minute: u32,
+    /// Rooms one address may start per minute (a WebSocket to a room with no running task).
+    pub new_rooms_per_minute: u32,
     /// Extra origins (scheme://host[:port]) allowed to open WebSockets.
     pub allow_origins: Vec<String>,
     /// Where history and the session key live; `None` keeps everything in memory.
@@ -101,6 +111,9 @@ impl Default for Config {
             queue: NonZeroUsize::new(256).expect("256 is not zero"),
             max_message_bytes: NonZeroUsize::new(4096).expect("4096 is not zero"),
             max_connections: 1000,
+            max_sockets_per_address: 16,
+            sign_ins_per_minute: 10,
+            new_rooms_per_minute: 10,
             allow_origins: Vec::new(),
             data_dir: Some(PathBuf::from("data")),
             history: 200,
@@ -144,12 +157,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 16] = [
+const VALUE_OPTIONS: [(&str, &str); 19] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
     ("max-message-bytes", "--max-message-bytes"),
     ("max-connections", "--max-connections"),
+    ("max-sockets-per-address", "--max-sockets-per-address"),
+    ("sign-ins-per-minute", "--sign-ins-per-minute"),
+    ("new-rooms-per-minute", "--new-rooms-per-minute"),
     ("allow-origin", "--allow-origin"),
     ("log-level", "--log-level"),
     ("data-dir", "--data-dir"),
@@ -173,6 +189,8 @@ const THREADS_LIMIT: usize = 256;
 const SENDER_LIMIT: usize = 10_000;
 /// Largest accepted `--history`.
 const HISTORY_LIMIT: usize = 100_000;
+/// Largest accepted per-address limit (sockets at once, events per minute).
+const PER_ADDRESS_LIMIT: usize = 1_000_000;
 /// Longest passcode, in bytes.
 const PASSCODE_LIMIT: usize = 256;
 
@@ -294,6 +312,15 @@ impl Settings {
             }
             "max-connections" => {
                 c.max_connections = parse_count(value, 1, usize::MAX)?.get();
+            }
+            "max-sockets-per-address" => {
+                c.max_sockets_per_address = parse_count(value, 1, PER_ADDRESS_LIMIT)?.get();
+            }
+            "sign-ins-per-minute" => {
+                c.sign_ins_per_minute = parse_count(value, 1, PER_ADDRESS_LIMIT)?.get() as u32;
+            }
+            "new-rooms-per-minute" => {
+                c.new_rooms_per_minute = parse_count(value, 1, PER_ADDRESS_LIMIT)?.get() as u32;
             }
             "allow-origin" => c.allow_origins.push(parse_origin(value)?),
             "data-dir" => {
@@ -604,6 +631,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no room"));
+    }
+
+    #[test]
+    fn per_address_limits_parse_and_are_checked() {
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.max_sockets_per_address,
+                d.sign_ins_per_minute,
+                d.new_rooms_per_minute
+            ),
+            (16, 10, 10)
+        );
+        let c = run(&[
+            "--max-sockets-per-address",
+            "3",
+            "--sign-ins-per-minute",
+            "4",
+            "--new-rooms-per-minute",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.max_sockets_per_address,
+                c.sign_ins_per_minute,
+                c.new_rooms_per_minute
+            ),
+            (3, 4, 5)
+        );
+        let err = |args: &[&str]| run(args).unwrap_err().to_string();
+        assert!(err(&["--max-sockets-per-address", "0"]).contains("out of range"));
+        assert!(err(&["--sign-ins-per-minute", "many"]).contains("--sign-ins-per-minute"));
+        assert!(err(&["--new-rooms-per-minute", "2000000"]).contains("out of range"));
+        let path = temp_file("per-address", "new-rooms-per-minute = 7\n");
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.new_rooms_per_minute, 7);
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //!   async-io 1.x timer, which starts a second reactor thread;
 //! - answer `Expect: 100-continue` ourselves: async-h1 spawns a task on async-global-executor for
 //!   it, which starts one executor thread per CPU, at any remote client's request;
-//! - refuse bodies we never want (chunked, or larger than a form) before reading them.
+//! - refuse bodies we never want (chunked, or larger than a form) before reading them;
+//! - frame each request ourselves (head, then its `Content-Length` of body), so that pipelined
+//!   requests are answered in order and none is lost: async-h1 gets exactly one request's
+//!   bytes, and whatever arrived after it waits for the next turn of the loop (or, after an
+//!   upgrade, goes to the WebSocket first).
 
 use async_h1::server::{decode, Encoder};
 use http_types::upgrade::Connection;
@@ -27,7 +31,7 @@ use std::time::Duration;
 const MAX_HEAD_BYTES: usize = 8 * 1024 - 1;
 /// Largest request body we read: our forms are small, and nothing here takes uploads.
 const MAX_BODY_BYTES: u64 = 16 * 1024;
-/// How long a kept-alive connection may wait for its next request, and a head may take.
+/// How long a kept-alive connection may wait for its next request, and a request may take.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most a refused client may still send us before we close anyway.
 const LINGER_BYTES: usize = 64 * 1024;
@@ -47,8 +51,10 @@ pub async fn serve<F, Fut>(
     Fut: Future<Output = http_types::Result<Response>>,
 {
     let local = stream.local_addr().ok();
+    // Bytes read from the socket and not used yet: the start of the next request (pipelining).
+    let mut pending = Vec::new();
     loop {
-        let head = or(read_head(&mut stream), async {
+        let request = or(read_request(&mut stream, &mut pending), async {
             shutdown.wait().await;
             Ok(None)
         });
@@ -59,8 +65,8 @@ pub async fn serve<F, Fut>(
                 "request head took too long",
             ))
         };
-        let mut buffer = match or(head, timeout).await {
-            Ok(Some(buffer)) => buffer,
+        let message = match or(request, timeout).await {
+            Ok(Some(message)) => message,
             Ok(None) => return,
             Err(HeadError(status, why)) => {
                 log::debug!("{peer}: {status} {why}");
@@ -69,20 +75,10 @@ pub async fn serve<F, Fut>(
                 return;
             }
         };
-        let head = match inspect_head(&mut buffer) {
-            Ok(head) => head,
-            Err(HeadError(status, why)) => {
-                log::debug!("{peer}: {status} {why}");
-                let _ = respond_plain(&mut stream, status, why).await;
-                return;
-            }
-        };
-        if head.expects_continue && stream.write_all(CONTINUE).await.is_err() {
-            return;
-        }
 
-        let io = Replay::new(buffer, stream.clone());
-        let (mut req, mut body) = match decode(io.clone()).await {
+        // async-h1 reads through a buffer of its own: it gets exactly this request, so it
+        // cannot take bytes of the next one.
+        let (mut req, mut body) = match decode(OneRequest::new(message)).await {
             Ok(Some(decoded)) => decoded,
             Ok(None) => return,
             Err(error) => {
@@ -118,20 +114,24 @@ pub async fn serve<F, Fut>(
         if io::copy(&mut encoder, &mut stream.clone()).await.is_err() {
             return;
         }
-        // What the endpoint did not read of the body (bounded by MAX_BODY_BYTES) is discarded.
+        // What the endpoint did not read of the body (already in memory) is discarded.
         if io::copy(&mut body, &mut io::sink()).await.is_err() {
             return;
         }
         if let Some(upgrade) = upgrade {
-            let connection = if io.is_drained() {
+            // What the client sent after the upgrade request is the WebSocket's first bytes.
+            let connection = if pending.is_empty() {
                 Connection::new(stream)
             } else {
-                Connection::new(io)
+                Connection::new(Replay::new(pending, stream))
             };
             upgrade.send(connection).await;
             return;
         }
         if close {
+            // Ignored: the connection ends either way. Requests pipelined behind this one
+            // are not answered, but must not reset the connection before it is read.
+            let _ = linger(&mut stream).await;
             return;
         }
     }
@@ -141,18 +141,64 @@ pub async fn serve<F, Fut>(
 #[derive(Debug)]
 struct HeadError(StatusCode, &'static str);
 
-/// Reads until the end of a request head; the result may hold the first bytes of a body too.
+/// Reads one whole request: its head, checked by [`inspect_head`], and its body, which is
+/// small. Bytes that arrive after it stay in `pending` for the next request.
 /// `None`: the client closed between requests.
-async fn read_head(stream: &mut TcpStream) -> Result<Option<Vec<u8>>, HeadError> {
-    let mut buffer = Vec::new();
+async fn read_request(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+) -> Result<Option<Vec<u8>>, HeadError> {
+    let Some(head_len) = read_head(stream, pending).await? else {
+        return Ok(None);
+    };
+    let mut message: Vec<u8> = pending.drain(..head_len).collect();
+    let head = inspect_head(&mut message)?;
+    if head.expects_continue && stream.write_all(CONTINUE).await.is_err() {
+        return Err(HeadError(StatusCode::BadRequest, "connection error"));
+    }
+    // Bounded by MAX_BODY_BYTES (inspect_head refuses more).
+    let body_len = head.content_length as usize;
+    let whole = message.len() + body_len;
+    let from_pending = body_len.min(pending.len());
+    message.extend(pending.drain(..from_pending));
     let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| HeadError(StatusCode::BadRequest, "connection error"))?;
+    while message.len() < whole {
+        let n = read_some(stream, &mut chunk).await?;
         if n == 0 {
-            return if buffer.is_empty() {
+            return Err(HeadError(
+                StatusCode::BadRequest,
+                "connection closed mid-request",
+            ));
+        }
+        let wanted = n.min(whole - message.len());
+        message.extend_from_slice(&chunk[..wanted]);
+        pending.extend_from_slice(&chunk[wanted..n]);
+    }
+    Ok(Some(message))
+}
+
+/// Reads until `pending` holds a whole request head and returns its length; `pending` may
+/// hold more (a body, the next request). `None`: the client closed between requests.
+async fn read_head(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+) -> Result<Option<usize>, HeadError> {
+    let mut chunk = [0u8; 1024];
+    let mut searched = 0;
+    loop {
+        if let Some(end) = head_end(pending, searched) {
+            if end > MAX_HEAD_BYTES {
+                break;
+            }
+            return Ok(Some(end));
+        }
+        if pending.len() > MAX_HEAD_BYTES {
+            break;
+        }
+        searched = pending.len().saturating_sub(3);
+        let n = read_some(stream, &mut chunk).await?;
+        if n == 0 {
+            return if pending.is_empty() {
                 Ok(None)
             } else {
                 Err(HeadError(
@@ -161,22 +207,20 @@ async fn read_head(stream: &mut TcpStream) -> Result<Option<Vec<u8>>, HeadError>
                 ))
             };
         }
-        let searched = buffer.len().saturating_sub(3);
-        buffer.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buffer, searched) {
-            if end > MAX_HEAD_BYTES {
-                break;
-            }
-            return Ok(Some(buffer));
-        }
-        if buffer.len() > MAX_HEAD_BYTES {
-            break;
-        }
+        pending.extend_from_slice(&chunk[..n]);
     }
     Err(HeadError(
         StatusCode::RequestHeaderFieldsTooLarge,
         "request head too large",
     ))
+}
+
+/// One read from the client; 0 when it closed its side.
+async fn read_some(stream: &mut TcpStream, chunk: &mut [u8]) -> Result<usize, HeadError> {
+    stream
+        .read(chunk)
+        .await
+        .map_err(|_| HeadError(StatusCode::BadRequest, "connection error"))
 }
 
 /// The length of the head (through its blank line), searching from `from`.
@@ -191,12 +235,15 @@ fn head_end(buffer: &[u8], from: usize) -> Option<usize> {
 #[derive(Debug, PartialEq, Eq)]
 struct Head {
     expects_continue: bool,
+    /// The body's length (none: 0).
+    content_length: u64,
 }
 
 /// Checks the body headers and removes `Expect`, which we answer ourselves.
 fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
     let head_len = head_end(buffer, 0).expect("read_head returns whole heads");
     let mut expects_continue = false;
+    let mut content_length = None;
     let mut expect_line = None;
     let mut start = match buffer.windows(2).position(|w| w == b"\r\n") {
         Some(first_line_end) => first_line_end + 2,
@@ -228,11 +275,20 @@ fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
                     "chunked bodies are not accepted",
                 ));
             } else if name.eq_ignore_ascii_case(b"content-length") {
-                let too_big = value.parse::<u64>().map_or(true, |n| n > MAX_BODY_BYTES);
-                if too_big {
+                let length = match value.parse::<u64>() {
+                    Ok(n) if n <= MAX_BODY_BYTES => n,
+                    _ => {
+                        return Err(HeadError(
+                            StatusCode::PayloadTooLarge,
+                            "request body too large",
+                        ))
+                    }
+                };
+                // Two lengths could frame the body two ways (request smuggling).
+                if content_length.replace(length).is_some() {
                     return Err(HeadError(
-                        StatusCode::PayloadTooLarge,
-                        "request body too large",
+                        StatusCode::BadRequest,
+                        "more than one Content-Length",
                     ));
                 }
             }
@@ -242,7 +298,10 @@ fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
     if let Some(line) = expect_line {
         buffer.drain(line);
     }
-    Ok(Head { expects_continue })
+    Ok(Head {
+        expects_continue,
+        content_length: content_length.unwrap_or(0),
+    })
 }
 
 /// Whether a comma-separated header holds `token`, ignoring case.
@@ -271,6 +330,13 @@ async fn respond_plain(
         why.len() + 1
     );
     stream.write_all(reply.as_bytes()).await?;
+    linger(stream).await
+}
+
+/// Ends a connection whose last answer has been written: stops sending, then reads and
+/// discards what the client still sends (bounded), so the close does not reset the
+/// connection and destroy that answer before the client reads it.
+async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut scratch = [0u8; 1024];
     let mut left = LINGER_BYTES;
@@ -289,7 +355,51 @@ async fn respond_plain(
     Ok(())
 }
 
-/// The socket, with the bytes we read while looking for the head put back in front.
+/// One request's bytes, exactly, as async-h1 reads them: it reads ahead through a buffer of its
+/// own (`BufReader` in `decode`), which would keep what it took of the next request. It never
+/// writes (it would only for `Expect`, which we take out).
+#[derive(Clone)]
+struct OneRequest(Arc<Mutex<Cursor<Vec<u8>>>>);
+
+impl OneRequest {
+    fn new(message: Vec<u8>) -> Self {
+        OneRequest(Arc::new(Mutex::new(Cursor::new(message))))
+    }
+}
+
+impl AsyncRead for OneRequest {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut cursor = self.0.lock().expect("request lock");
+        Poll::Ready(std::io::Read::read(&mut *cursor, buf))
+    }
+}
+
+impl AsyncWrite for OneRequest {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(std::io::Error::other(
+            "a request is answered through the connection",
+        )))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The socket after an upgrade, with the bytes the client sent behind the upgrade request
+/// put back in front.
 #[derive(Clone)]
 struct Replay {
     read_ahead: Arc<Mutex<Cursor<Vec<u8>>>>,
@@ -302,12 +412,6 @@ impl Replay {
             read_ahead: Arc::new(Mutex::new(Cursor::new(read_ahead))),
             stream,
         }
-    }
-
-    /// Whether every read-ahead byte has been handed out.
-    fn is_drained(&self) -> bool {
-        let cursor = self.read_ahead.lock().expect("replay lock");
-        cursor.position() as usize >= cursor.get_ref().len()
     }
 }
 
@@ -364,7 +468,8 @@ mod tests {
         assert_eq!(
             head.unwrap(),
             Head {
-                expects_continue: true
+                expects_continue: true,
+                content_length: 3
             }
         );
         assert_eq!(
@@ -380,7 +485,8 @@ mod tests {
         assert_eq!(
             head.unwrap(),
             Head {
-                expects_continue: false
+                expects_continue: false,
+                content_length: 0
             }
         );
         assert_eq!(rest, text);
@@ -404,6 +510,10 @@ mod tests {
         assert_eq!(
             status("POST / HTTP/1.1\r\nExpect: teapot\r\n\r\n"),
             StatusCode::ExpectationFailed
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\n"),
+            StatusCode::BadRequest
         );
     }
 

@@ -8,18 +8,21 @@
 //! - [`server`]: executor threads, accept loop, graceful shutdown.
 //! - `http`: one HTTP/1.1 connection (async-h1 parsing, our own head reading).
 //! - `web/`: the tide app, a file per concern: page, sign-in, assets, status, the upgrade.
+//! - `addresses`: per-address limits (sockets at once, sign-ins and new rooms per minute).
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - `message`: the wire protocol.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - [`trace`]: the book's tracer.
 //!
-//! Imports flow one way: server → http/web → client/room → message/stats/trace.
+//! Imports flow one way: server → http/web → client/room → message/stats/trace; web also uses
+//! addresses, which knows no HTTP.
 
 // The one exception: registering sockets with a poller (`loadgen::receivers`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod addresses;
 mod client;
 mod coalesce;
 pub mod config;

@@ -13,7 +13,7 @@ use crate::room::{self, Keepalive, Registry};
 use crate::session::{self, Sessions};
 use crate::stats::{Snapshot, Stats};
 use crate::trace::Tracer;
-use crate::{client, http, shutdown, web};
+use crate::{addresses, client, http, shutdown, web};
 use smol::future::or;
 use smol::net::TcpListener;
 use smol::{Executor, Timer};
@@ -105,6 +105,11 @@ impl Server {
             sessions,
             passcode: config.passcode.as_deref().map(Arc::from),
             login_failures: Default::default(),
+            sockets: addresses::Concurrent::new(config.max_sockets_per_address),
+            sign_ins: Arc::new(addresses::PerWindow::per_minute(config.sign_ins_per_minute)),
+            new_rooms: Arc::new(addresses::PerWindow::per_minute(
+                config.new_rooms_per_minute,
+            )),
         };
         executor
             .spawn(accept(

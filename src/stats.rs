@@ -14,7 +14,7 @@ pub struct Stats {
     held_back: AtomicU64,
     flooders_closed: AtomicU64,
     dropped_for_backlog: AtomicU64,
-    refused_for_memory: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
 }
 
 /// A copy of the counters at one moment.
@@ -36,8 +36,59 @@ pub struct Snapshot {
     pub flooders_closed: u64,
     /// Members let go, furthest behind first, because memory ran short, since start.
     pub dropped_for_backlog: u64,
-    /// WebSockets refused (503) because the memory budget was nearly used, since start.
-    pub refused_for_memory: u64,
+    /// Requests refused by a limit since start, per reason.
+    pub refused: Refused,
+}
+
+/// Why a request was refused by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A WebSocket over `--max-connections` (503).
+    Connections,
+    /// A WebSocket over `--max-sockets-per-address` (429).
+    PerAddress,
+    /// A WebSocket that would start a room over `--new-rooms-per-minute` (429).
+    NewRoom,
+    /// A sign-in or name change over `--sign-ins-per-minute` (429).
+    SignIn,
+    /// A sign-in from an address locked out for wrong passcodes (429).
+    Passcode,
+    /// A WebSocket from a page of another origin (403).
+    Origin,
+    /// A WebSocket while the accounted memory is near `--memory-budget` (503).
+    Memory,
+}
+
+impl Refusal {
+    /// Every reason, in the order of [`Refused`]'s fields.
+    pub const ALL: [Refusal; 7] = [
+        Refusal::Connections,
+        Refusal::PerAddress,
+        Refusal::NewRoom,
+        Refusal::SignIn,
+        Refusal::Passcode,
+        Refusal::Origin,
+        Refusal::Memory,
+    ];
+}
+
+/// Refusals since start, per reason (`/healthz` shows them as the object `refused`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Refused {
+    /// Over the connection cap.
+    pub connections: u64,
+    /// Over the per-address socket cap.
+    pub per_address: u64,
+    /// Over the new-room rate.
+    pub new_rooms: u64,
+    /// Over the sign-in rate.
+    pub sign_ins: u64,
+    /// Locked out after wrong passcodes.
+    pub passcode: u64,
+    /// From another origin.
+    pub origin: u64,
+    /// Near the memory budget.
+    pub memory: u64,
 }
 
 impl Stats {
@@ -84,9 +135,12 @@ impl Stats {
     pub fn dropped_for_backlog(&self) {
         self.dropped_for_backlog.fetch_add(1, Relaxed);
     }
-    /// A WebSocket was refused for want of memory.
-    pub fn refused_for_memory(&self) {
-        self.refused_for_memory.fetch_add(1, Relaxed);
+    /// Counts a refusal. True when it deserves a warning in the log: the 1st, 2nd, 4th, 8th...
+    /// of its reason, so a flood costs a few lines (each line gives the count so far, and
+    /// `/healthz` the exact figures).
+    pub fn refused(&self, why: Refusal) -> (u64, bool) {
+        let n = self.refused[why as usize].fetch_add(1, Relaxed) + 1;
+        (n, n.is_power_of_two())
     }
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
@@ -99,7 +153,40 @@ impl Stats {
             held_back: self.held_back.load(Relaxed),
             flooders_closed: self.flooders_closed.load(Relaxed),
             dropped_for_backlog: self.dropped_for_backlog.load(Relaxed),
-            refused_for_memory: self.refused_for_memory.load(Relaxed),
+            refused: {
+                let count = |why: Refusal| self.refused[why as usize].load(Relaxed);
+                Refused {
+                    connections: count(Refusal::Connections),
+                    per_address: count(Refusal::PerAddress),
+                    new_rooms: count(Refusal::NewRoom),
+                    sign_ins: count(Refusal::SignIn),
+                    passcode: count(Refusal::Passcode),
+                    origin: count(Refusal::Origin),
+                    memory: count(Refusal::Memory),
+                }
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_per_reason_and_logged_ever_more_rarely() {
+        let stats = Stats::default();
+        let logged: Vec<bool> = (0..9).map(|_| stats.refused(Refusal::NewRoom).1).collect();
+        assert_eq!(
+            logged,
+            [true, true, false, true, false, false, false, true, false]
+        );
+        stats.refused(Refusal::Origin);
+        let refused = stats.snapshot().refused;
+        assert_eq!((refused.new_rooms, refused.origin), (9, 1));
+        assert_eq!(
+            refused.connections + refused.per_address + refused.sign_ins,
+            0
+        );
     }
 }

@@ -251,7 +251,11 @@ fn a_silent_client_is_dropped_after_the_pong_wait() {
 #[test]
 fn five_hundred_clients_in_one_room_all_receive_a_broadcast() {
     const CLIENTS: usize = 500;
-    let server = start(config());
+    // Every client comes from 127.0.0.1, which may hold only 16 sockets by default.
+    let server = start(smolchat::Config {
+        max_sockets_per_address: CLIENTS + 1,
+        ..config()
+    });
     let addr = server.addr;
     let local = smol::LocalExecutor::new();
     smol::block_on(local.run(async {

@@ -123,10 +123,23 @@ fn healthz_counts_rooms_connections_and_messages() {
         next_message(&mut ann).await;
         let health = get(server.addr, "/healthz", &[]).await;
         assert_eq!(health.status, 200);
-        let json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        let mut json: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        // The accounted memory is the started server's share plus what two clients hold.
+        let memory = json.as_object_mut().unwrap().remove("memory").unwrap();
+        let accounted = memory["accounted_bytes"].as_u64().unwrap();
+        let base = smolchat::meter::BASE_BYTES;
+        let two = 2 * smolchat::meter::CONNECTION_BYTES;
+        assert!(
+            (base + two..base + two + 64 * 1024).contains(&accounted),
+            "{memory}"
+        );
+        assert_eq!(memory["budget_bytes"], serde_json::Value::Null);
         assert_eq!(
             json,
-            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0, "disk_bytes": 0})
+            serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0, "disk_bytes": 0,
+                "held_back": 0, "flooders_closed": 0, "dropped_for_backlog": 0,
+                "refused": {"connections": 0, "per_address": 0, "new_rooms": 0, "sign_ins": 0,
+                            "passcode": 0, "origin": 0, "memory": 0}})
         );
     });
 }

@@ -176,6 +176,11 @@ impl Registry {
         &self.shared.meter
     }
 
+    /// Whether `room` has a running task (a WebSocket to any other room starts a new one).
+    pub async fn has_room(&self, room: &str) -> bool {
+        self.shared.rooms.lock().await.contains_key(room)
+    }
+
     /// Running rooms and how many people are in each, by name.
     pub async fn list(&self) -> Vec<(String, usize)> {
         let rooms = self.shared.rooms.lock().await;

@@ -1,9 +1,11 @@
-//! Signing in and out: the form, the passcode check with its per-address lockout, and the
+//! Signing in and out: the form, the per-address rate of sign-ins, the passcode check with its
+//! per-address lockout, and the
 //! signed session cookie; `/session` tells the page whether its cookie still holds.
 
-use super::{html_response, plain, query, random_person, session, State};
+use super::{html_response, peer_ip, plain, query, random_person, refuse, session, State};
 use crate::message::{display_name, valid_room};
 use crate::session::Session;
+use crate::stats::Refusal;
 use askama::Template;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -92,10 +94,31 @@ async fn login(mut req: Request<State>) -> tide::Result {
         Err(_) => return Ok(plain(StatusCode::BadRequest, "expected a sign-in form")),
     };
     let state = req.state().clone();
-    let ip = req
-        .peer_addr()
-        .and_then(|peer| peer.parse::<std::net::SocketAddr>().ok())
-        .map(|peer| peer.ip());
+    let ip = peer_ip(&req);
+    let peer = req.peer_addr().unwrap_or("unknown");
+    // Every sign-in counts, a name change too: each costs a signature and may start a fight
+    // over a name in a room.
+    if let Some(wait) = ip.and_then(|ip| state.sign_ins.try_count(ip).err()) {
+        refuse(
+            &state,
+            Refusal::SignIn,
+            peer,
+            "sign-in: too many from its address",
+        );
+        let why = format!(
+            "Too many sign-ins from your address. Try again in {} s.",
+            wait.as_secs().max(1)
+        );
+        let mut res = login_form(
+            &state,
+            &form.name,
+            &form.next,
+            Some(&why),
+            StatusCode::TooManyRequests,
+        )?;
+        res.insert_header("Retry-After", wait.as_secs().max(1).to_string());
+        return Ok(res);
+    }
     let name = match display_name(&form.name) {
         Ok(name) => name.to_owned(),
         Err(why) => {
@@ -110,6 +133,12 @@ async fn login(mut req: Request<State>) -> tide::Result {
     };
     if let Some(passcode) = &state.passcode {
         if let Some(wait) = ip.and_then(|ip| locked_out(&state, ip)) {
+            refuse(
+                &state,
+                Refusal::Passcode,
+                peer,
+                "sign-in: locked out after wrong passcodes",
+            );
             let why = format!(
                 "Too many wrong passcodes. Try again in {} s.",
                 wait.as_secs().max(1)
@@ -128,7 +157,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
             if let Some(ip) = ip {
                 count_failure(&state, ip);
             }
-            log::warn!("{}: wrong passcode", req.peer_addr().unwrap_or("unknown"));
+            log::warn!("{peer}: wrong passcode");
             return login_form(
                 &state,
                 &name,

@@ -22,14 +22,15 @@ mod pages;
 mod status;
 mod upgrade;
 
+use crate::addresses::{Concurrent, PerWindow};
 use crate::client::Limits;
 use crate::room::Registry;
 use crate::session::{Session, Sessions};
 use crate::shutdown;
-use crate::stats::Stats;
+use crate::stats::{Refusal, Stats};
 use smol::Executor;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tide::http::mime;
 use tide::{Request, Response, StatusCode};
@@ -61,6 +62,12 @@ pub struct State {
     pub passcode: Option<Arc<str>>,
     /// Wrong passcodes per address, for rate limiting.
     pub login_failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
+    /// Open WebSockets per address, against `--max-sockets-per-address`.
+    pub sockets: Concurrent,
+    /// Sign-ins and name changes per address, against `--sign-ins-per-minute`.
+    pub sign_ins: Arc<PerWindow>,
+    /// Rooms started per address, against `--new-rooms-per-minute`.
+    pub new_rooms: Arc<PerWindow>,
 }
 
 /// The page's policy: nothing but our own scripts, styles and WebSocket.
@@ -148,5 +155,32 @@ fn plain(status: StatusCode, text: &str) -> Response {
     let mut res = Response::new(status);
     res.set_body(format!("{text}\n"));
     res.set_content_type(mime::PLAIN);
+    res
+}
+
+/// The client's address, if the connection has one.
+fn peer_ip<S>(req: &Request<S>) -> Option<IpAddr> {
+    req.peer_addr()
+        .and_then(|peer| peer.parse::<SocketAddr>().ok())
+        .map(|peer| peer.ip())
+}
+
+/// Counts a refusal for `/healthz` and logs it: a warning for the 1st, 2nd, 4th... of its
+/// reason (a flood must not flood the log), a debug line for the others.
+fn refuse(state: &State, why: Refusal, peer: &str, what: &str) {
+    let (count, warn) = state.stats.refused(why);
+    if warn {
+        log::warn!("{peer}: refused {what} ({count} refused for this reason since start)");
+    } else {
+        log::debug!("{peer}: refused {what}");
+    }
+}
+
+/// `429 Too Many Requests`, with `Retry-After` when the wait is known.
+fn too_many(text: &str, wait: Option<std::time::Duration>) -> Response {
+    let mut res = plain(StatusCode::TooManyRequests, text);
+    if let Some(wait) = wait {
+        res.insert_header("Retry-After", wait.as_secs().max(1).to_string());
+    }
     res
 }

@@ -1,12 +1,13 @@
-//! The WebSocket upgrade: checks the request (room, key, origin, session, connection cap),
+//! The WebSocket upgrade: checks the request (room, key, origin, session, the per-address
+//! caps on sockets and new rooms, the connection cap),
 //! answers 101 and starts the client's task on the connection async-h1 hands over.
 
-use super::{plain, query, random_person, session, State};
+use super::{peer_ip, plain, query, random_person, refuse, session, too_many, State};
 use crate::client::{self, Client};
 use crate::coalesce::Coalesce;
 use crate::message::{display_name, valid_room, ANONYMOUS};
 use crate::meter::{Meter, CONNECTION_BYTES};
-use crate::stats::Stats;
+use crate::stats::{Refusal, Stats};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::WebSocketStream;
@@ -29,7 +30,12 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     };
     let peer = req.peer_addr().unwrap_or("unknown").to_owned();
     if let Err(origin) = check_origin(&req, &state.allow_origins) {
-        log::warn!("{peer}: refused WebSocket from origin {origin}");
+        refuse(
+            state,
+            Refusal::Origin,
+            &peer,
+            &format!("WebSocket from origin {origin}"),
+        );
         return Ok(plain(
             StatusCode::Forbidden,
             "cross-origin WebSocket refused",
@@ -61,10 +67,48 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
             "server shutting down",
         ));
     }
+    // Per address first: one address at its cap must not use up the server's.
+    let ip = peer_ip(&req);
+    let address_slot = match ip {
+        Some(ip) => match state.sockets.try_take(ip) {
+            Some(slot) => Some(slot),
+            None => {
+                refuse(
+                    state,
+                    Refusal::PerAddress,
+                    &peer,
+                    "WebSocket: its address holds the most allowed at once",
+                );
+                return Ok(too_many(
+                    "too many connections from your address: close a tab, or try again later",
+                    None,
+                ));
+            }
+        },
+        None => None,
+    };
+    if let Some(ip) = ip {
+        if !state.registry.has_room(room).await {
+            if let Err(wait) = state.new_rooms.try_count(ip) {
+                refuse(
+                    state,
+                    Refusal::NewRoom,
+                    &peer,
+                    &format!("WebSocket that would start room {room}: too many new rooms"),
+                );
+                return Ok(too_many(
+                    "too many new rooms from your address, try again in a minute",
+                    Some(wait),
+                ));
+            }
+        }
+    }
     if !state.stats.try_open_connection(state.max_connections) {
-        log::warn!(
-            "{peer}: refused WebSocket: {} connections open",
-            state.max_connections
+        refuse(
+            state,
+            Refusal::Connections,
+            &peer,
+            &format!("WebSocket: {} connections open", state.max_connections),
         );
         return Ok(plain(
             StatusCode::ServiceUnavailable,
@@ -74,12 +118,12 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     let meter = state.registry.meter();
     if !meter.admits_connection() {
         state.stats.connection_closed();
-        state.stats.refused_for_memory();
-        log::warn!(
-            "{peer}: refused WebSocket: {} KiB of the {} KiB memory budget in use",
+        let why = format!(
+            "WebSocket: {} KiB of the {} KiB memory budget in use",
             meter.used() >> 10,
             meter.budget().unwrap_or(0) >> 10
         );
+        refuse(state, Refusal::Memory, &peer, &why);
         return Ok(plain(
             StatusCode::ServiceUnavailable,
             "the server's memory is full, try again later",
@@ -112,7 +156,7 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
         let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
         Some(Box::new(ws))
     });
-    let lease = (slot, state.alive.clone());
+    let lease = (slot, address_slot, state.alive.clone());
     state
         .executor
         .spawn(client::serve(Box::new(client::Start {
