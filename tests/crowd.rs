@@ -4,6 +4,7 @@
 //! join and leave storms), and nameless clients sharing a room.
 
 mod common;
+use async_tungstenite::tungstenite;
 use common::*;
 use smol::stream::StreamExt;
 use std::collections::BTreeSet;
@@ -119,8 +120,6 @@ fn tungstenite_text(text: &str) -> tungstenite::Message {
     tungstenite::Message::text(format!(r#"{{"text":"{text}"}}"#))
 }
 
-use async_tungstenite::tungstenite;
-use futures_util::SinkExt;
 
 #[test]
 fn forty_people_posting_twice_a_second_are_never_held_back() {
