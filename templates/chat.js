@@ -124,8 +124,8 @@
       setTimeout(pullPeople, Math.random() * 3000);
     }
     const names = [...members].sort();
-    const people = $("people");
-    people.replaceChildren(...names.map((name) => {
+    const shownPeople = $("people");
+    shownPeople.replaceChildren(...names.map((name) => {
       const li = document.createElement("li");
       const label = document.createElement("span");
       label.textContent = name === myName ? `${name} (you)` : name;

@@ -177,3 +177,48 @@ test("the title counts unread messages while the tab is hidden", async () => {
   await bob.context.close();
   await stopServer(server);
 });
+
+test("'Here now' matches the server's member list after a join storm and a mass leave", async () => {
+  const server = await startServer(["--addr", "127.0.0.1:0", "--data-dir", "none",
+    "--max-sockets-per-address", "100000", "--new-rooms-per-minute", "100000"]);
+  const ann = await signedIn(server, "Ann");
+  // A crowd of 150 from another session: past 64 people the room sums up its joins and
+  // leaves, and the page pulls the list it no longer gets in full.
+  const crowd = await browser.newContext();
+  const storm = await crowd.newPage();
+  await storm.goto(server.origin + "/rooms");
+  await storm.evaluate(async (addr) => {
+    window.crowd = [];
+    await Promise.all(Array.from({ length: 150 }, (_, n) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://${addr}/ws/lobby?name=c${String(n).padStart(3, "0")}`);
+      ws.onopen = resolve;
+      ws.onerror = reject;
+      window.crowd.push(ws);
+    })));
+  }, server.addr);
+  const shown = () => ann.page.$$eval("#people li span:not(.avatar)",
+    (els) => els.map((e) => e.textContent.replace(/ \(you\)$/, "")).sort());
+  const listed = async () => {
+    const names = [];
+    let after = null;
+    for (let page = 0; page < 20; page++) {
+      const q = after === null ? "" : `?after=${encodeURIComponent(after)}`;
+      const body = await (await fetch(`${server.origin}/rooms/lobby/members${q}`)).json();
+      names.push(...body.members);
+      if (!body.next) break;
+      after = body.next;
+    }
+    return names.sort();
+  };
+  await ann.page.waitForFunction(() => document.querySelectorAll("#people li").length === 151);
+  assert.deepEqual(await shown(), await listed());
+  assert.equal(await ann.page.textContent("#people-count"), "(151)");
+  // A mass leave: 100 of them go at once.
+  await storm.evaluate(() => window.crowd.slice(0, 100).forEach((ws) => ws.close()));
+  await ann.page.waitForFunction(() => document.querySelectorAll("#people li").length === 51);
+  assert.deepEqual(await shown(), await listed());
+  assert.equal(await ann.page.textContent("#people-count"), "(51)");
+  await crowd.close();
+  await ann.context.close();
+  await stopServer(server);
+});
