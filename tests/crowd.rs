@@ -120,7 +120,6 @@ fn tungstenite_text(text: &str) -> tungstenite::Message {
     tungstenite::Message::text(format!(r#"{{"text":"{text}"}}"#))
 }
 
-
 #[test]
 fn forty_people_posting_twice_a_second_are_never_held_back() {
     let mut config = config_with_sender_limits();

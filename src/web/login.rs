@@ -105,19 +105,8 @@ async fn login(mut req: Request<State>) -> tide::Result {
             peer,
             "sign-in: too many from its address",
         );
-        let why = format!(
-            "Too many sign-ins from your address. Try again in {} s.",
-            wait.as_secs().max(1)
-        );
-        let mut res = login_form(
-            &state,
-            &form.name,
-            &form.next,
-            Some(&why),
-            StatusCode::TooManyRequests,
-        )?;
-        res.insert_header("Retry-After", wait.as_secs().max(1).to_string());
-        return Ok(res);
+        let why = "Too many sign-ins from your address.";
+        return try_again_later(&state, &form.name, &form.next, why, wait);
     }
     let name = match display_name(&form.name) {
         Ok(name) => name.to_owned(),
@@ -139,19 +128,8 @@ async fn login(mut req: Request<State>) -> tide::Result {
                 peer,
                 "sign-in: locked out after wrong passcodes",
             );
-            let why = format!(
-                "Too many wrong passcodes. Try again in {} s.",
-                wait.as_secs().max(1)
-            );
-            let mut res = login_form(
-                &state,
-                &name,
-                &form.next,
-                Some(&why),
-                StatusCode::TooManyRequests,
-            )?;
-            res.insert_header("Retry-After", wait.as_secs().max(1).to_string());
-            return Ok(res);
+            let why = "Too many wrong passcodes.";
+            return try_again_later(&state, &name, &form.next, why, wait);
         }
         if !same_secret(form.passcode.trim(), passcode) {
             if let Some(ip) = ip {
@@ -187,6 +165,21 @@ async fn logout(req: Request<State>) -> tide::Result {
     let mut res = Response::new(StatusCode::SeeOther);
     res.insert_header("Location", "/login");
     res.insert_header("Set-Cookie", req.state().sessions.clear());
+    Ok(res)
+}
+
+/// The sign-in form answered `429`: `why`, and when to try again (also in `Retry-After`).
+fn try_again_later(
+    state: &State,
+    name: &str,
+    next: &str,
+    why: &str,
+    wait: Duration,
+) -> tide::Result {
+    let seconds = wait.as_secs().max(1);
+    let why = format!("{why} Try again in {seconds} s.");
+    let mut res = login_form(state, name, next, Some(&why), StatusCode::TooManyRequests)?;
+    res.insert_header("Retry-After", seconds.to_string());
     Ok(res)
 }
 
