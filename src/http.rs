@@ -25,8 +25,10 @@ use std::time::Duration;
 
 /// Longest request head; async-h1 refuses 8 KiB and more.
 const MAX_HEAD_BYTES: usize = 8 * 1024 - 1;
-/// Largest request body we read: our forms are small, and nothing here takes uploads.
+/// Largest request body we read: our forms are small. Uploads have their own limit.
 const MAX_BODY_BYTES: u64 = 16 * 1024;
+/// Requests whose bodies may be as large as the upload limit (`--max-file-bytes`).
+const UPLOAD_PREFIX: &[u8] = b"POST /files/";
 /// How long a kept-alive connection may wait for its next request, and a head may take.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most a refused client may still send us before we close anyway.
@@ -37,11 +39,13 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves requests on `stream` until the client closes, an error, an upgrade or `shutdown`.
+/// Uploads (`POST /files/...`) may have bodies of up to `upload_limit` bytes.
 pub async fn serve<F, Fut>(
     mut stream: TcpStream,
     peer: SocketAddr,
     endpoint: F,
     shutdown: crate::shutdown::Signal,
+    upload_limit: u64,
 ) where
     F: Fn(Request) -> Fut,
     Fut: Future<Output = http_types::Result<Response>>,
@@ -69,7 +73,7 @@ pub async fn serve<F, Fut>(
                 return;
             }
         };
-        let head = match inspect_head(&mut buffer) {
+        let head = match inspect_head(&mut buffer, upload_limit) {
             Ok(head) => head,
             Err(HeadError(status, why)) => {
                 log::debug!("{peer}: {status} {why}");
@@ -118,7 +122,7 @@ pub async fn serve<F, Fut>(
         if io::copy(&mut encoder, &mut stream.clone()).await.is_err() {
             return;
         }
-        // What the endpoint did not read of the body (bounded by MAX_BODY_BYTES) is discarded.
+        // What the endpoint did not read of the body (bounded by `body_limit`) is discarded.
         if io::copy(&mut body, &mut io::sink()).await.is_err() {
             return;
         }
@@ -193,11 +197,21 @@ struct Head {
     expects_continue: bool,
 }
 
+/// The largest body the request starting `head` may have.
+fn body_limit(head: &[u8], upload_limit: u64) -> u64 {
+    if head.starts_with(UPLOAD_PREFIX) {
+        upload_limit.max(MAX_BODY_BYTES)
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// Checks the body headers and removes `Expect`, which we answer ourselves.
-fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
+fn inspect_head(buffer: &mut Vec<u8>, upload_limit: u64) -> Result<Head, HeadError> {
     let head_len = head_end(buffer, 0).expect("read_head returns whole heads");
     let mut expects_continue = false;
     let mut expect_line = None;
+    let max_body = body_limit(buffer, upload_limit);
     let mut start = match buffer.windows(2).position(|w| w == b"\r\n") {
         Some(first_line_end) => first_line_end + 2,
         None => return Err(HeadError(StatusCode::BadRequest, "malformed request")),
@@ -228,7 +242,7 @@ fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
                     "chunked bodies are not accepted",
                 ));
             } else if name.eq_ignore_ascii_case(b"content-length") {
-                let too_big = value.parse::<u64>().map_or(true, |n| n > MAX_BODY_BYTES);
+                let too_big = value.parse::<u64>().map_or(true, |n| n > max_body);
                 if too_big {
                     return Err(HeadError(
                         StatusCode::PayloadTooLarge,
@@ -352,7 +366,7 @@ mod tests {
 
     fn inspect(text: &str) -> (Result<Head, HeadError>, String) {
         let mut buffer = text.as_bytes().to_vec();
-        let head = inspect_head(&mut buffer);
+        let head = inspect_head(&mut buffer, 1000 * 1024);
         (head, String::from_utf8(buffer).unwrap())
     }
 
@@ -404,6 +418,26 @@ mod tests {
         assert_eq!(
             status("POST / HTTP/1.1\r\nExpect: teapot\r\n\r\n"),
             StatusCode::ExpectationFailed
+        );
+    }
+
+    #[test]
+    fn only_uploads_may_have_large_bodies() {
+        let status = |text: &str| inspect(text).0.map_err(|e| e.0);
+        assert!(
+            status("POST /files/lobby?name=a HTTP/1.1\r\nContent-Length: 1024000\r\n\r\n").is_ok()
+        );
+        assert_eq!(
+            status("POST /files/lobby?name=a HTTP/1.1\r\nContent-Length: 1024001\r\n\r\n"),
+            Err(StatusCode::PayloadTooLarge)
+        );
+        assert_eq!(
+            status("POST /login HTTP/1.1\r\nContent-Length: 20000\r\n\r\n"),
+            Err(StatusCode::PayloadTooLarge)
+        );
+        assert_eq!(
+            status("PUT /files/lobby HTTP/1.1\r\nContent-Length: 20000\r\n\r\n"),
+            Err(StatusCode::PayloadTooLarge)
         );
     }
 

@@ -11,6 +11,7 @@
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - `message`: the wire protocol.
+//! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
 //! - [`trace`]: the book's tracer.
 //!
 //! Imports flow one way: server → http/web → client/room → message/stats/trace.
@@ -22,6 +23,7 @@
 mod client;
 mod coalesce;
 pub mod config;
+mod files;
 mod history;
 mod http;
 pub mod loadgen;

@@ -22,11 +22,13 @@
 mod keepalive;
 mod presence;
 mod registry;
+mod share;
 #[cfg(test)]
 mod tests;
 
 pub use keepalive::Keepalive;
 pub use registry::{Member, Registry};
+pub use share::SharedFile;
 
 use crate::history::{Entry, Ring};
 use crate::message::{timestamp, Encoded, Outbound};
@@ -105,6 +107,9 @@ enum Event {
     Leave { id: ClientId },
     /// A client says something; the room stamps it and broadcasts it.
     Forward { id: ClientId, text: String },
+    /// A person shares a stored file (or, without one, asks whether they may); the room
+    /// checks they have a seat, stamps and broadcasts it (`share.rs`). Boxed like a join.
+    Share(Box<share::Sharing>),
 }
 
 /// A join on its way to the room.
@@ -208,6 +213,7 @@ impl Room {
                 }
                 Wake::Event(Event::Leave { id }) => self.leave(id),
                 Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Event(Event::Share(sharing)) => self.share(*sharing),
                 Wake::Tick => self.keep_alive(),
                 Wake::Shutdown => self.dismiss_everyone(),
                 Wake::Closed => break,
