@@ -313,3 +313,75 @@ fn sharing_off_answers_404() {
         assert!(page.text().contains("data-max-file-bytes=\"0\""));
     });
 }
+
+#[test]
+fn kill_9_mid_upload_leaves_no_partial_file_and_no_orphan() {
+    use std::process::Stdio;
+    let dir = temp_dir("files-kill9");
+    let spawn = || {
+        let mut child = smolchat_on_loopback()
+            .args(["--files-quota", "10MiB", "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (addr, log) = read_log(&mut child);
+        (child, addr, log)
+    };
+    let (mut child, addr, _log) = spawn();
+    let kept = smol::block_on(async {
+        let (cookie, _ann) = seated(addr, "ann", "lobby").await;
+        let reply = post(addr, "/files/lobby?name=kept.bin", &cookie, &[1; 5000]).await;
+        assert_eq!(reply.status, 201);
+        let kept = json(&reply)["file"]["url"].as_str().unwrap().to_owned();
+        // Half of a 1 MB upload, then the server dies.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /files/lobby?name=cut.bin HTTP/1.1\r\nHost: x\r\n{cookie}\r\nContent-Length: 1000000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[2; 500_000]).await.unwrap();
+        // The partial file exists (bounded wait on the disk, not on time).
+        let parts = || {
+            std::fs::read_dir(dir.join("files"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".part")
+                })
+                .count()
+        };
+        within("the partial file to appear", async {
+            while parts() == 0 {
+                smol::future::yield_now().await;
+            }
+        })
+        .await;
+        kept
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, addr, log) = spawn();
+    smol::block_on(async {
+        let got = get(addr, &kept, &[]).await;
+        assert_eq!((got.status, got.body.len()), (200, 5000));
+    });
+    let names: Vec<String> = std::fs::read_dir(dir.join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "only the kept file and the index: {names:?}"
+    );
+    assert!(!names.iter().any(|n| n.ends_with(".part")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(log);
+}
