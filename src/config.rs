@@ -45,6 +45,11 @@ OPTIONS:
                             [default: 10]
   --memory-budget SIZE      derive max-connections, queue and history from a memory size
                             such as 16MiB (flags given explicitly still win)
+  --max-file-bytes SIZE     largest photo or file one may share, e.g. 25MiB [default: 25MiB]
+  --files-quota SIZE        most space all shared files take together, oldest removed first
+                            [default: half the free space of the data directory at start]
+  --file-days N             remove shared files after N days [default: kept until evicted]
+  --no-files                turn file sharing off (also off with --data-dir none)
   --self-test               measure this machine: start a server, load it, print figures
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
@@ -87,6 +92,14 @@ pub struct Config {
     pub trace: bool,
     /// Log level.
     pub log_level: log::LevelFilter,
+    /// Largest shared file, in bytes.
+    pub max_file_bytes: u64,
+    /// Most bytes all shared files may take; `None`: a share of the free space at start.
+    pub files_quota: Option<u64>,
+    /// Days a shared file is kept; `None`: until evicted by the quota.
+    pub file_days: Option<u32>,
+    /// File sharing is on (it also needs a data directory).
+    pub files: bool,
     /// How often the server pings each WebSocket (each room pings its members together).
     pub ping_interval: Duration,
     /// How long a WebSocket may stay silent (no frame, no pong) before it is dropped; noticed
@@ -121,6 +134,10 @@ impl Default for Config {
             secret_file: None,
             trace: false,
             log_level: log::LevelFilter::Info,
+            max_file_bytes: 25 << 20,
+            files_quota: None,
+            file_days: None,
+            files: true,
             ping_interval: Duration::from_secs(30),
             pong_wait: Duration::from_secs(60),
             messages_per_second: NonZeroU32::new(4).expect("4 is not zero"),
@@ -157,7 +174,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 19] = [
+const VALUE_OPTIONS: [(&str, &str); 22] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -177,6 +194,9 @@ const VALUE_OPTIONS: [(&str, &str); 19] = [
     ("messages-per-second", "--messages-per-second"),
     ("message-burst", "--message-burst"),
     ("flood-patience", "--flood-patience"),
+    ("max-file-bytes", "--max-file-bytes"),
+    ("files-quota", "--files-quota"),
+    ("file-days", "--file-days"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -191,6 +211,10 @@ const SENDER_LIMIT: usize = 10_000;
 const HISTORY_LIMIT: usize = 100_000;
 /// Largest accepted per-address limit (sockets at once, events per minute).
 const PER_ADDRESS_LIMIT: usize = 1_000_000;
+/// Largest accepted `--max-file-bytes`.
+const MAX_FILE_BYTES_LIMIT: u64 = 4 << 30;
+/// Largest accepted `--file-days`: ten years.
+const FILE_DAYS_LIMIT: usize = 3650;
 /// Longest passcode, in bytes.
 const PASSCODE_LIMIT: usize = 256;
 
@@ -214,6 +238,7 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     }
 
     let trace = args.contains("--trace");
+    let no_files = args.contains("--no-files");
     let config_file: Option<PathBuf> = args
         .opt_value_from_os_str("--config", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(flag_error)?;
@@ -255,6 +280,9 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     if trace {
         settings.config.trace = true;
     }
+    if no_files {
+        settings.config.files = false;
+    }
     Ok(Command::Run(Box::new(settings.config)))
 }
 
@@ -289,6 +317,12 @@ impl Settings {
             if name == "trace" {
                 self.config.trace =
                     parse_bool(value).map_err(|e| ConfigError(format!("{}: trace: {e}", at())))?;
+                continue;
+            }
+            if name == "no-files" {
+                let off = parse_bool(value)
+                    .map_err(|e| ConfigError(format!("{}: no-files: {e}", at())))?;
+                self.config.files = !off;
                 continue;
             }
             if !VALUE_OPTIONS.iter().any(|(known, _)| *known == name) {
@@ -353,6 +387,16 @@ impl Settings {
             "flood-patience" => {
                 let seconds = parse_count(value, 1, 3600)?.get();
                 c.flood_patience = Duration::from_secs(seconds as u64);
+            }
+            "max-file-bytes" => {
+                c.max_file_bytes = match parse_size(value)? {
+                    n @ 1..=MAX_FILE_BYTES_LIMIT => n,
+                    n => return Err(format!("{n} is out of range 1..={MAX_FILE_BYTES_LIMIT}")),
+                }
+            }
+            "files-quota" => c.files_quota = Some(parse_size(value)?),
+            "file-days" => {
+                c.file_days = Some(parse_count(value, 1, FILE_DAYS_LIMIT)?.get() as u32);
             }
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
@@ -668,6 +712,36 @@ mod tests {
         let path = temp_file("per-address", "new-rooms-per-minute = 7\n");
         let c = run(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.new_rooms_per_minute, 7);
+    }
+
+    #[test]
+    fn file_sharing_options() {
+        let c = run(&[]).unwrap();
+        assert_eq!(
+            (c.max_file_bytes, c.files_quota, c.file_days, c.files),
+            (25 << 20, None, None, true)
+        );
+        let c = run(&[
+            "--max-file-bytes",
+            "10MiB",
+            "--files-quota",
+            "2GiB",
+            "--file-days",
+            "30",
+            "--no-files",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_file_bytes, c.files_quota, c.file_days, c.files),
+            (10 << 20, Some(2 << 30), Some(30), false)
+        );
+        let err = |args: &[&str]| run(args).unwrap_err().to_string();
+        assert!(err(&["--max-file-bytes", "0"]).contains("out of range"));
+        assert!(err(&["--max-file-bytes", "lots"]).contains("--max-file-bytes"));
+        assert!(err(&["--file-days", "0"]).contains("out of range"));
+        let path = temp_file("files", "no-files = yes\nfiles-quota = 1MiB\n");
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!((c.files, c.files_quota), (false, Some(1 << 20)));
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //!   async-io 1.x timer, which starts a second reactor thread;
 //! - answer `Expect: 100-continue` ourselves: async-h1 spawns a task on async-global-executor for
 //!   it, which starts one executor thread per CPU, at any remote client's request;
-//! - refuse bodies we never want (chunked, or larger than a form) before reading them;
+//! - refuse bodies we never want (chunked, or larger than a form, or for an upload larger than
+//!   `--max-file-bytes`) before reading them;
 //! - frame each request ourselves (head, then its `Content-Length` of body), so that pipelined
 //!   requests are answered in order and none is lost: async-h1 gets exactly one request's
 //!   bytes, and whatever arrived after it waits for the next turn of the loop (or, after an
-//!   upgrade, goes to the WebSocket first).
+//!   upgrade, goes to the WebSocket first). A small body is read whole first; an upload's body is
+//!   streamed from the socket to the endpoint, never more than its `Content-Length`.
 
 use async_h1::server::{decode, Encoder};
 use http_types::upgrade::Connection;
@@ -29,8 +31,11 @@ use std::time::Duration;
 
 /// Longest request head; async-h1 refuses 8 KiB and more.
 const MAX_HEAD_BYTES: usize = 8 * 1024 - 1;
-/// Largest request body we read: our forms are small, and nothing here takes uploads.
+/// Largest request body we read before the endpoint runs: our forms are small. Larger bodies
+/// are only for uploads, streamed.
 const MAX_BODY_BYTES: u64 = 16 * 1024;
+/// Requests whose bodies may be as large as the upload limit (`--max-file-bytes`).
+const UPLOAD_PREFIX: &[u8] = b"POST /files/";
 /// How long a kept-alive connection may wait for its next request, and a request may take.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most a refused client may still send us before we close anyway.
@@ -41,11 +46,13 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves requests on `stream` until the client closes, an error, an upgrade or `shutdown`.
+/// Uploads (`POST /files/...`) may have bodies of up to `upload_limit` bytes.
 pub async fn serve<F, Fut>(
     mut stream: TcpStream,
     peer: SocketAddr,
     endpoint: F,
     shutdown: crate::shutdown::Signal,
+    upload_limit: u64,
 ) where
     F: Fn(Request) -> Fut,
     Fut: Future<Output = http_types::Result<Response>>,
@@ -54,10 +61,13 @@ pub async fn serve<F, Fut>(
     // Bytes read from the socket and not used yet: the start of the next request (pipelining).
     let mut pending = Vec::new();
     loop {
-        let request = or(read_request(&mut stream, &mut pending), async {
-            shutdown.wait().await;
-            Ok(None)
-        });
+        let request = or(
+            read_request(&mut stream, &mut pending, upload_limit),
+            async {
+                shutdown.wait().await;
+                Ok(None)
+            },
+        );
         let timeout = async {
             Timer::after(HEAD_TIMEOUT).await;
             Err(HeadError(
@@ -65,7 +75,7 @@ pub async fn serve<F, Fut>(
                 "request head took too long",
             ))
         };
-        let message = match or(request, timeout).await {
+        let (message, rest) = match or(request, timeout).await {
             Ok(Some(message)) => message,
             Ok(None) => return,
             Err(HeadError(status, why)) => {
@@ -78,7 +88,8 @@ pub async fn serve<F, Fut>(
 
         // async-h1 reads through a buffer of its own: it gets exactly this request, so it
         // cannot take bytes of the next one.
-        let (mut req, mut body) = match decode(OneRequest::new(message)).await {
+        let one = OneRequest::new(message, rest, stream.clone());
+        let (mut req, mut body) = match decode(one).await {
             Ok(Some(decoded)) => decoded,
             Ok(None) => return,
             Err(error) => {
@@ -114,7 +125,8 @@ pub async fn serve<F, Fut>(
         if io::copy(&mut encoder, &mut stream.clone()).await.is_err() {
             return;
         }
-        // What the endpoint did not read of the body (already in memory) is discarded.
+        // What the endpoint did not read of the body (in memory, or an upload's rest on the
+        // socket, bounded by its Content-Length) is discarded.
         if io::copy(&mut body, &mut io::sink()).await.is_err() {
             return;
         }
@@ -141,26 +153,34 @@ pub async fn serve<F, Fut>(
 #[derive(Debug)]
 struct HeadError(StatusCode, &'static str);
 
-/// Reads one whole request: its head, checked by [`inspect_head`], and its body, which is
-/// small. Bytes that arrive after it stay in `pending` for the next request.
+/// Reads one request: its head, checked by [`inspect_head`], and its body if it is small.
+/// Bytes that arrive after it stay in `pending` for the next request. Also returns how many
+/// bytes of the body are still on the socket (an upload, streamed; 0 for any other request).
 /// `None`: the client closed between requests.
 async fn read_request(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
-) -> Result<Option<Vec<u8>>, HeadError> {
+    upload_limit: u64,
+) -> Result<Option<(Vec<u8>, u64)>, HeadError> {
     let Some(head_len) = read_head(stream, pending).await? else {
         return Ok(None);
     };
     let mut message: Vec<u8> = pending.drain(..head_len).collect();
-    let head = inspect_head(&mut message)?;
+    let head = inspect_head(&mut message, upload_limit)?;
     if head.expects_continue && stream.write_all(CONTINUE).await.is_err() {
         return Err(HeadError(StatusCode::BadRequest, "connection error"));
     }
-    // Bounded by MAX_BODY_BYTES (inspect_head refuses more).
+    // Bounded by body_limit (inspect_head refuses more).
     let body_len = head.content_length as usize;
     let whole = message.len() + body_len;
     let from_pending = body_len.min(pending.len());
     message.extend(pending.drain(..from_pending));
+    if message.starts_with(UPLOAD_PREFIX) {
+        // An upload: the endpoint reads the rest from the socket, exactly up to its length,
+        // and may refuse it from the head before a byte of it is read.
+        let rest = (whole - message.len()) as u64;
+        return Ok(Some((message, rest)));
+    }
     let mut chunk = [0u8; 1024];
     while message.len() < whole {
         let n = read_some(stream, &mut chunk).await?;
@@ -174,7 +194,7 @@ async fn read_request(
         message.extend_from_slice(&chunk[..wanted]);
         pending.extend_from_slice(&chunk[wanted..n]);
     }
-    Ok(Some(message))
+    Ok(Some((message, 0)))
 }
 
 /// Reads until `pending` holds a whole request head and returns its length; `pending` may
@@ -239,8 +259,18 @@ struct Head {
     content_length: u64,
 }
 
+/// The largest body the request starting `head` may have.
+fn body_limit(head: &[u8], upload_limit: u64) -> u64 {
+    if head.starts_with(UPLOAD_PREFIX) {
+        upload_limit.max(MAX_BODY_BYTES)
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// Checks the body headers and removes `Expect`, which we answer ourselves.
-fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
+fn inspect_head(buffer: &mut Vec<u8>, upload_limit: u64) -> Result<Head, HeadError> {
+    let max_body = body_limit(buffer, upload_limit);
     let head_len = head_end(buffer, 0).expect("read_head returns whole heads");
     let mut expects_continue = false;
     let mut content_length = None;
@@ -276,7 +306,7 @@ fn inspect_head(buffer: &mut Vec<u8>) -> Result<Head, HeadError> {
                 ));
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 let length = match value.parse::<u64>() {
-                    Ok(n) if n <= MAX_BODY_BYTES => n,
+                    Ok(n) if n <= max_body => n,
                     _ => {
                         return Err(HeadError(
                             StatusCode::PayloadTooLarge,
@@ -356,25 +386,41 @@ async fn linger(stream: &mut TcpStream) -> std::io::Result<()> {
 }
 
 /// One request's bytes, exactly, as async-h1 reads them: it reads ahead through a buffer of its
-/// own (`BufReader` in `decode`), which would keep what it took of the next request. It never
-/// writes (it would only for `Expect`, which we take out).
+/// own (`BufReader` in `decode`), which would keep what it took of the next request. Those in
+/// memory come first; an upload's body goes on from the socket for `rest` more bytes, and not
+/// one byte further. It never writes (it would only for `Expect`, which we take out).
 #[derive(Clone)]
-struct OneRequest(Arc<Mutex<Cursor<Vec<u8>>>>);
+struct OneRequest {
+    read: Arc<Mutex<(Cursor<Vec<u8>>, u64)>>,
+    stream: TcpStream,
+}
 
 impl OneRequest {
-    fn new(message: Vec<u8>) -> Self {
-        OneRequest(Arc::new(Mutex::new(Cursor::new(message))))
+    fn new(message: Vec<u8>, rest: u64, stream: TcpStream) -> Self {
+        OneRequest {
+            read: Arc::new(Mutex::new((Cursor::new(message), rest))),
+            stream,
+        }
     }
 }
 
 impl AsyncRead for OneRequest {
     fn poll_read(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        let mut cursor = self.0.lock().expect("request lock");
-        Poll::Ready(std::io::Read::read(&mut *cursor, buf))
+        let this = self.get_mut();
+        let mut read = this.read.lock().expect("request lock");
+        let (cursor, rest) = &mut *read;
+        let n = std::io::Read::read(cursor, buf)?;
+        if n > 0 || *rest == 0 || buf.is_empty() {
+            return Poll::Ready(Ok(n));
+        }
+        let most = buf.len().min(usize::try_from(*rest).unwrap_or(usize::MAX));
+        let n = std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, &mut buf[..most]))?;
+        *rest -= n as u64;
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -456,7 +502,7 @@ mod tests {
 
     fn inspect(text: &str) -> (Result<Head, HeadError>, String) {
         let mut buffer = text.as_bytes().to_vec();
-        let head = inspect_head(&mut buffer);
+        let head = inspect_head(&mut buffer, 1000 * 1024);
         (head, String::from_utf8(buffer).unwrap())
     }
 
@@ -514,6 +560,26 @@ mod tests {
         assert_eq!(
             status("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\n"),
             StatusCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn only_uploads_may_have_large_bodies() {
+        let status = |text: &str| inspect(text).0.map_err(|e| e.0);
+        assert!(
+            status("POST /files/lobby?name=a HTTP/1.1\r\nContent-Length: 1024000\r\n\r\n").is_ok()
+        );
+        assert_eq!(
+            status("POST /files/lobby?name=a HTTP/1.1\r\nContent-Length: 1024001\r\n\r\n"),
+            Err(StatusCode::PayloadTooLarge)
+        );
+        assert_eq!(
+            status("POST /login HTTP/1.1\r\nContent-Length: 20000\r\n\r\n"),
+            Err(StatusCode::PayloadTooLarge)
+        );
+        assert_eq!(
+            status("PUT /files/lobby HTTP/1.1\r\nContent-Length: 20000\r\n\r\n"),
+            Err(StatusCode::PayloadTooLarge)
         );
     }
 

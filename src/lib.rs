@@ -13,6 +13,7 @@
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - `message`: the wire protocol.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
+//! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
 //! - [`trace`]: the book's tracer.
 //!
 //! Imports flow one way: server → http/web → client/room → message/stats/trace; web also uses
@@ -26,6 +27,7 @@ mod addresses;
 mod client;
 mod coalesce;
 pub mod config;
+mod files;
 mod history;
 mod http;
 pub mod loadgen;

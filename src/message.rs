@@ -95,6 +95,19 @@ pub enum Outbound<'a> {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         partial: bool,
     },
+    /// A photo or file shared into the room; kept in history and replayed like a message.
+    File {
+        /// Increasing per room, shared with messages.
+        id: u64,
+        /// The room it was shared in.
+        room: &'a str,
+        /// Who shared it.
+        name: &'a str,
+        /// When the server stored it, RFC 3339 UTC.
+        when: &'a str,
+        /// What was shared.
+        file: FileRef<'a>,
+    },
     /// The first frame a client gets: who it is, who is here, and what history follows.
     Welcome {
         /// The room.
@@ -120,6 +133,24 @@ pub enum Outbound<'a> {
         /// What happened, for people.
         text: &'a str,
     },
+}
+
+/// A shared file as the `file` frame describes it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct FileRef<'a> {
+    /// Where to fetch it: `/files/<id>/<name>`.
+    pub url: &'a str,
+    /// Its cleaned name.
+    pub name: &'a str,
+    /// Bytes.
+    pub size: u64,
+    /// The type its first bytes show (never the uploader's claim).
+    #[serde(rename = "type")]
+    pub mime: &'a str,
+    /// Pixels, for images (`null` otherwise).
+    pub width: Option<u32>,
+    /// Pixels, for images (`null` otherwise).
+    pub height: Option<u32>,
 }
 
 /// An encoded server frame: UTF-8 JSON, reference-counted, so one encoding serves every member.
@@ -369,6 +400,32 @@ mod tests {
         );
         drop(copy);
         assert_eq!(meter.used(), base);
+    }
+
+    #[test]
+    fn file_frames_have_the_documented_shape() {
+        let frame = Outbound::File {
+            id: 8,
+            room: "lobby",
+            name: "ann",
+            when: "2026-11-25T19:21:32.123Z",
+            file: FileRef {
+                url: "/files/0123/cat.jpg",
+                name: "cat.jpg",
+                size: 1234,
+                mime: "image/jpeg",
+                width: Some(1600),
+                height: None,
+            },
+        }
+        .encode();
+        let value: serde_json::Value = serde_json::from_slice(frame.bytes()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"file","id":8,"room":"lobby","name":"ann",
+                "when":"2026-11-25T19:21:32.123Z","file":{"url":"/files/0123/cat.jpg",
+                "name":"cat.jpg","size":1234,"type":"image/jpeg","width":1600,"height":null}})
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `--threads` named threads.
 
 use crate::config::Config;
+use crate::files::{self, Files};
 use crate::history::Store;
 use crate::meter::Meter;
 use crate::room::limits::SenderLimit;
@@ -58,6 +59,18 @@ impl Server {
             (None, None) => session::new_secret(),
         };
         let sessions = Arc::new(Sessions::new(&secret, config.passcode.as_deref()));
+        let files = match (&config.data_dir, config.files) {
+            (Some(dir), true) => Some(Arc::new(Files::open(
+                dir,
+                config.max_file_bytes,
+                config.files_quota,
+                config
+                    .file_days
+                    .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+            )?)),
+            _ => None,
+        };
+        let upload_limit = files.as_ref().map_or(0, |f| f.limits().max_file_bytes);
         let listener = TcpListener::try_from(listener)?;
         let executor = Arc::new(Executor::new());
         let tracer = Arc::new(if config.trace {
@@ -110,13 +123,20 @@ impl Server {
             new_rooms: Arc::new(addresses::PerWindow::per_minute(
                 config.new_rooms_per_minute,
             )),
+            files: files.clone(),
         };
+        if let Some(files) = files {
+            executor
+                .spawn(files::keep_expiring(files, signal.clone()))
+                .detach();
+        }
         executor
             .spawn(accept(
                 listener,
                 web::Endpoint::new(state),
                 executor.clone(),
                 signal,
+                upload_limit,
             ))
             .detach();
 
@@ -194,6 +214,7 @@ async fn accept(
     app: web::Endpoint,
     executor: Arc<Executor<'static>>,
     shutdown: shutdown::Signal,
+    upload_limit: u64,
 ) {
     loop {
         let accepted = or(async { Some(listener.accept().await) }, async {
@@ -213,7 +234,7 @@ async fn accept(
                 };
 
                 executor
-                    .spawn(http::serve(stream, peer, endpoint, shutdown))
+                    .spawn(http::serve(stream, peer, endpoint, shutdown, upload_limit))
                     .detach();
             }
             Some(Err(error)) => {

@@ -67,7 +67,8 @@
       meta.append(name, time);
       const content = document.createElement("div");
       content.className = "text";
-      content.textContent = m.text;
+      if (m.type === "file") content.append(window.smolchatShare.render(m)); // share.js
+      else content.textContent = m.text;
       li.append(avatar(m.name), meta, content);
       list.append(li);
     });
@@ -192,7 +193,7 @@
     ws.onmessage = (event) => {
       let m;
       try { m = JSON.parse(event.data); } catch { return; }
-      if (m.type === "message") {
+      if (m.type === "message" || (m.type === "file" && window.smolchatShare)) {
         if (m.id > lastId) { // replayed history may overlap what is on screen
           lastId = m.id;
           showMessage(m);

@@ -291,6 +291,8 @@ fn a_memory_budget_admits_a_crowd_by_measure_and_keeps_within_it() {
         // Every client comes from 127.0.0.1, which may hold only 16 sockets by default.
         "--max-sockets-per-address",
         "100000",
+        "--new-rooms-per-minute",
+        "100000",
     ]);
     let at_start = smolchat::loadgen::rss_kib(server.pid()).unwrap() * 1024;
     let local = smol::LocalExecutor::new();

@@ -10,10 +10,11 @@ use smol::stream::StreamExt;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Every member of one crowd joins from 127.0.0.1; the per-address cap is not under test here.
+/// Every member of one crowd joins from 127.0.0.1; the per-address caps are not under test here.
 fn crowd_config() -> smolchat::Config {
     smolchat::Config {
         max_sockets_per_address: 100_000,
+        new_rooms_per_minute: 100_000,
         ..config()
     }
 }
@@ -124,6 +125,7 @@ fn tungstenite_text(text: &str) -> tungstenite::Message {
 fn forty_people_posting_twice_a_second_are_never_held_back() {
     let mut config = config_with_sender_limits();
     config.max_sockets_per_address = 100_000;
+    config.new_rooms_per_minute = 100_000;
     let server = start(config);
     smol::block_on(async {
         let mut people = Vec::new();

@@ -24,12 +24,14 @@ mod keepalive;
 pub mod limits;
 mod presence;
 mod registry;
+mod share;
 #[cfg(test)]
 mod tests;
 
 pub use keepalive::Keepalive;
 pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
+pub use share::SharedFile;
 
 use crate::history::{Entry, Ring};
 use crate::message::{timestamp, Encoded, Outbound, ANONYMOUS};
@@ -121,6 +123,9 @@ enum Event {
         limit: usize,
         reply: Sender<MembersPage>,
     },
+    /// A person shares a stored file (or, without one, asks whether they may); the room
+    /// checks they have a seat, stamps and broadcasts it (`share.rs`). Boxed like a join.
+    Share(Box<share::Sharing>),
 }
 
 /// A join on its way to the room.
@@ -133,6 +138,8 @@ struct Joining {
 /// A member as the room sees it.
 struct Seat {
     name: String,
+    /// Who this is across tabs (see [`JoinRequest::person`]).
+    person: u64,
     outbox: Outbox,
     /// A presence frame was skipped for this member; it is owed the whole list.
     stale: bool,
@@ -250,6 +257,7 @@ impl Room {
                 }) => {
                     let _ = reply.try_send(self.presence.page(after.as_deref(), limit));
                 }
+                Wake::Event(Event::Share(sharing)) => self.share(*sharing),
                 Wake::Tick => self.keep_alive(),
                 Wake::Summary => {
                     summary_armed = false;
@@ -294,6 +302,7 @@ impl Room {
             id,
             Seat {
                 name: name.clone(),
+                person,
                 outbox,
                 stale: false,
             },

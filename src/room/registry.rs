@@ -34,12 +34,12 @@ pub struct Settings {
 /// Starts rooms on demand and hands out memberships.
 #[derive(Clone)]
 pub struct Registry {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 /// A running room as the registry sees it.
 pub(super) struct RoomEntry {
-    events: Sender<Event>,
+    pub(super) events: Sender<Event>,
     /// People in the room (names counted once), published by the room for `/rooms`.
     people: Arc<AtomicUsize>,
 }

@@ -21,6 +21,11 @@ const CHAT_CSS: Asset = Asset {
     mime: "text/css; charset=utf-8",
     etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-css\""),
 };
+const SHARE_JS: Asset = Asset {
+    body: include_str!("../../templates/share.js"),
+    mime: "text/javascript; charset=utf-8",
+    etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-share-js\""),
+};
 const ICON: Asset = Asset {
     body: include_str!("../../templates/icon.svg"),
     mime: "image/svg+xml",
@@ -31,6 +36,8 @@ const ICON: Asset = Asset {
 pub(super) fn routes(app: &mut tide::Server<State>) {
     app.at("/assets/chat.js")
         .get(|req| async move { asset(&req, &CHAT_JS) });
+    app.at("/assets/share.js")
+        .get(|req| async move { asset(&req, &SHARE_JS) });
     app.at("/assets/chat.css")
         .get(|req| async move { asset(&req, &CHAT_CSS) });
     app.at("/assets/icon.svg")

@@ -15,8 +15,11 @@
 //! | `GET /session`   | JSON: who the cookie says you are, or 401                       |
 //! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
 //! | `GET /healthz`   | JSON counters                                                   |
+//! | `POST /files/:room` | shares the body as a file into `room` (`?name=`), 201 + frame |
+//! | `GET /files/:id/:name` | a shared file, typed by its bytes, sandboxed             |
 
 mod assets;
+mod files;
 mod login;
 mod pages;
 mod status;
@@ -68,6 +71,8 @@ pub struct State {
     pub sign_ins: Arc<PerWindow>,
     /// Rooms started per address, against `--new-rooms-per-minute`.
     pub new_rooms: Arc<PerWindow>,
+    /// The store of shared files; `None`: sharing is off.
+    pub files: Option<Arc<crate::files::Files>>,
 }
 
 /// The page's policy: nothing but our own scripts, styles and WebSocket.
@@ -105,6 +110,7 @@ fn app(state: State) -> tide::Server<State> {
     login::routes(&mut app);
     assets::routes(&mut app);
     status::routes(&mut app);
+    files::routes(&mut app);
     app.at("/ws/:room").get(upgrade::upgrade);
     app
 }

@@ -14,6 +14,8 @@ struct ChatPage<'a> {
     host: &'a str,
     room: &'a str,
     name: &'a str,
+    /// The largest file one may share, 0 when sharing is off (the page hides the button).
+    max_file_bytes: u64,
 }
 
 /// Adds the page routes.
@@ -45,6 +47,11 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
         host,
         room,
         name: &session.name,
+        max_file_bytes: req
+            .state()
+            .files
+            .as_ref()
+            .map_or(0, |files| files.limits().max_file_bytes),
     }
     .render()?;
     Ok(html_response(StatusCode::Ok, html))

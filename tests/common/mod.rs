@@ -356,7 +356,11 @@ pub async fn expect_welcome(mut ws: Ws, name: &str) -> Ws {
         if frame["type"] == "join" && frame["name"] == name {
             return ws;
         }
-        assert_eq!(frame["type"], "message", "unexpected {frame}");
+        // History: messages and shared files.
+        assert!(
+            frame["type"] == "message" || frame["type"] == "file",
+            "unexpected {frame}"
+        );
     }
 }
 

@@ -1,0 +1,147 @@
+//! Sharing a file into a room: the bytes are already on disk (the file store saw to that); the
+//! room only receives the small description, and treats it like a message: it gets the room's
+//! next id, enters the history and is broadcast in order with everything else said.
+//!
+//! Only someone with a seat in the room may share into it, and only the room knows who is
+//! seated, so the check is an event too: asked once before an upload starts (so a stranger's
+//! bytes never reach the disk) and again as the file is announced.
+
+use super::{Delivery, Event, Registry, Room};
+use crate::history::Entry;
+use crate::message::{timestamp, Encoded, FileRef, Outbound};
+use async_channel::Sender;
+use std::fmt;
+use std::time::SystemTime;
+
+/// A stored file, as the room announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Where it is fetched from.
+    pub url: String,
+    /// Its cleaned name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Its type, from its first bytes.
+    pub mime: String,
+    /// Pixels, for images.
+    pub width: Option<u32>,
+    /// Pixels, for images.
+    pub height: Option<u32>,
+}
+
+/// Why a file was not shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareError {
+    /// The person has no seat in the room (never joined, or left).
+    NotMember,
+}
+
+impl fmt::Display for ShareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("join the room before sharing into it")
+    }
+}
+
+impl std::error::Error for ShareError {}
+
+/// A share on its way to the room. Without a file it only asks whether `person` is seated.
+pub(super) struct Sharing {
+    person: u64,
+    file: Option<SharedFile>,
+    reply: Sender<Result<Option<Encoded>, ShareError>>,
+}
+
+impl Registry {
+    /// Whether `person` has a seat in `room` now.
+    pub async fn may_share(&self, room: &str, person: u64) -> bool {
+        self.ask(room, person, None).await.is_ok()
+    }
+
+    /// Announces `file` in `room` as shared by `person`; returns the `file` frame.
+    pub async fn share(
+        &self,
+        room: &str,
+        person: u64,
+        file: SharedFile,
+    ) -> Result<Encoded, ShareError> {
+        match self.ask(room, person, Some(file)).await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) | Err(_) => Err(ShareError::NotMember),
+        }
+    }
+
+    async fn ask(
+        &self,
+        room: &str,
+        person: u64,
+        file: Option<SharedFile>,
+    ) -> Result<Option<Encoded>, ShareError> {
+        // A room that is not running has nobody in it.
+        let events = {
+            let rooms = self.shared.rooms.lock().await;
+            rooms.get(room).map(|entry| entry.events.clone())
+        }
+        .ok_or(ShareError::NotMember)?;
+        let (reply, answer) = async_channel::bounded(1);
+        let sharing = Sharing {
+            person,
+            file,
+            reply,
+        };
+        if events.send(Event::Share(Box::new(sharing))).await.is_err() {
+            return Err(ShareError::NotMember); // The room ended meanwhile: nobody is seated.
+        }
+        answer.recv().await.unwrap_or(Err(ShareError::NotMember))
+    }
+}
+
+impl Room {
+    /// Checks the sharer's seat; stamps, keeps and broadcasts the file like a message.
+    pub(super) fn share(&mut self, sharing: Sharing) {
+        let Sharing {
+            person,
+            file,
+            reply,
+        } = sharing;
+        let Some(seat) = self.members.values().find(|seat| seat.person == person) else {
+            let _ = reply.try_send(Err(ShareError::NotMember));
+            return;
+        };
+        let Some(file) = file else {
+            let _ = reply.try_send(Ok(None));
+            return;
+        };
+        self.shared
+            .tracer
+            .trace(format_args!("File shared: {}", file.name));
+        let id = self.history.last_id() + 1;
+        let when = timestamp(SystemTime::now());
+        let frame = Outbound::File {
+            id,
+            room: &self.name,
+            name: &seat.name,
+            when: &when,
+            file: FileRef {
+                url: &file.url,
+                name: &file.name,
+                size: file.size,
+                mime: &file.mime,
+                width: file.width,
+                height: file.height,
+            },
+        }
+        .encode_metered(&self.shared.meter);
+        if let Some(store) = &self.shared.store {
+            store.append(&self.name, &frame);
+        }
+        self.history.push(Entry {
+            id,
+            frame: frame.clone(),
+        });
+        self.shared.stats.message();
+        // The uploader hears first, so its answer never waits on the broadcast's drops.
+        let _ = reply.try_send(Ok(Some(frame.clone())));
+        self.broadcast(frame, Delivery::Every);
+    }
+}
