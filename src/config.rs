@@ -36,6 +36,11 @@ OPTIONS:
                             at first start]
   --memory-budget SIZE      derive max-connections, queue and history from a memory size
                             such as 16MiB (flags given explicitly still win)
+  --public-url URL          the address people use to reach this box, shown first on the
+                            invite card and in the log, e.g. http://chat.lan:8080
+  --wifi-ssid SSID          the Wi-Fi network to offer as a QR code on the invite card
+  --wifi-password-file FILE read that network's password from the first line of FILE
+                            (without it the network is offered as open)
   --self-test               measure this machine: start a server, load it, print figures
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
@@ -77,6 +82,12 @@ pub struct Config {
     /// How long a WebSocket may stay silent (no frame, no pong) before it is dropped; noticed
     /// at the next ping, so within `pong_wait + ping_interval`.
     pub pong_wait: Duration,
+    /// The URL people reach this box at (`http(s)://host[:port]`), listed first.
+    pub public_url: Option<String>,
+    /// The Wi-Fi network the invite card offers.
+    pub wifi_ssid: Option<String>,
+    /// That network's password; `None`: an open network.
+    pub wifi_password: Option<String>,
 }
 
 impl Default for Config {
@@ -96,6 +107,9 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             ping_interval: Duration::from_secs(30),
             pong_wait: Duration::from_secs(60),
+            public_url: None,
+            wifi_ssid: None,
+            wifi_password: None,
         }
     }
 }
@@ -126,7 +140,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 13] = [
+const VALUE_OPTIONS: [(&str, &str); 16] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -140,6 +154,9 @@ const VALUE_OPTIONS: [(&str, &str); 13] = [
     ("passcode-file", "--passcode-file"),
     ("secret-file", "--secret-file"),
     ("memory-budget", "--memory-budget"),
+    ("public-url", "--public-url"),
+    ("wifi-ssid", "--wifi-ssid"),
+    ("wifi-password-file", "--wifi-password-file"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -293,6 +310,24 @@ impl Settings {
                 c.max_connections = budget.max_connections;
                 c.queue = NonZeroUsize::new(budget.queue).expect("derive keeps it positive");
                 c.history = budget.history;
+            }
+            "public-url" => c.public_url = Some(crate::invite::parse_public_url(value)?),
+            "wifi-ssid" => {
+                // SSIDs are 1-32 bytes (IEEE 802.11).
+                if value.is_empty() || value.len() > 32 {
+                    return Err("a Wi-Fi name is 1-32 bytes".into());
+                }
+                c.wifi_ssid = Some(value.to_owned());
+            }
+            "wifi-password-file" => {
+                let text = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                // WPA passphrases are 8-63 characters; spaces inside are part of them.
+                let password = text.lines().next().unwrap_or("");
+                if !(8..=63).contains(&password.chars().count()) {
+                    return Err(format!("the password in {value} is not 8-63 characters"));
+                }
+                c.wifi_password = Some(password.to_owned());
             }
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
@@ -564,6 +599,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no room"));
+    }
+
+    #[test]
+    fn invite_options() {
+        let file = temp_file("wifi", "pass word;1\n");
+        let c = run(&[
+            "--public-url",
+            "http://Chat.lan:8080/",
+            "--wifi-ssid",
+            "Home;Net",
+            "--wifi-password-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("http://chat.lan:8080"));
+        assert_eq!(c.wifi_ssid.as_deref(), Some("Home;Net"));
+        assert_eq!(c.wifi_password.as_deref(), Some("pass word;1"));
+        let err = |args: &[&str]| run(args).unwrap_err().to_string();
+        assert!(err(&["--public-url", "chat.lan"]).contains("--public-url"));
+        assert!(err(&["--wifi-ssid", &"x".repeat(33)]).contains("1-32 bytes"));
+        let short = temp_file("short", "short\n");
+        assert!(err(&["--wifi-password-file", short.to_str().unwrap()]).contains("8-63"));
     }
 
     #[test]

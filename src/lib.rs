@@ -24,6 +24,7 @@ mod coalesce;
 pub mod config;
 mod history;
 mod http;
+pub mod invite;
 pub mod loadgen;
 mod message;
 mod queue;

@@ -325,6 +325,7 @@ mod tests {
             name: "n",
             text: "t",
             when: "w",
+            mentions: &[],
         }
         .encode()
     }

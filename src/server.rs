@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::history::Store;
+use crate::invite::Invite;
 use crate::room::{Keepalive, Registry};
 use crate::session::{self, Sessions};
 use crate::stats::{Snapshot, Stats};
@@ -38,6 +39,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// The history store, closed (flushed) last.
     store: Option<Arc<Store>>,
+    /// Where people can reach this server.
+    invite: Arc<Invite>,
 }
 
 impl Server {
@@ -67,6 +70,7 @@ impl Server {
         let (alive_tx, alive) = async_channel::bounded(1);
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
+        let invite = Arc::new(Invite::new(addr, config));
         let state = web::State {
             registry: Registry::new(
                 executor.clone(),
@@ -94,6 +98,7 @@ impl Server {
             sessions,
             passcode: config.passcode.as_deref().map(Arc::from),
             login_failures: Default::default(),
+            invite: invite.clone(),
         };
         executor
             .spawn(accept(
@@ -131,7 +136,13 @@ impl Server {
             stop_threads,
             threads,
             store,
+            invite,
         })
+    }
+
+    /// The base URLs people can reach the server at, best first (for the start-up log).
+    pub fn urls(&self) -> &[String] {
+        &self.invite.urls
     }
 
     /// The address the server listens on.

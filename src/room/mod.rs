@@ -29,7 +29,7 @@ pub use keepalive::Keepalive;
 pub use registry::{Member, Registry};
 
 use crate::history::{Entry, Ring};
-use crate::message::{timestamp, Encoded, Outbound};
+use crate::message::{mentions, timestamp, Encoded, Outbound};
 use crate::queue::{Dismissal, FrameSink, Pushed};
 use async_channel::{Receiver, Sender};
 use registry::Shared;
@@ -308,12 +308,14 @@ impl Room {
             .trace(format_args!("Message received: {text}"));
         let id = self.history.last_id() + 1;
         let when = timestamp(SystemTime::now());
+        let mentions = mentions(&text, self.present.keys().map(String::as_str));
         let frame = Outbound::Message {
             id,
             room: &self.name,
             name: &seat.name,
             text: &text,
             when: &when,
+            mentions: &mentions,
         }
         .encode();
         if let Some(store) = &self.shared.store {

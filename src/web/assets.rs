@@ -27,6 +27,12 @@ const ICON: Asset = Asset {
     etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-svg\""),
 };
 
+const INVITE_CSS: Asset = Asset {
+    body: include_str!("../../templates/invite.css"),
+    mime: "text/css; charset=utf-8",
+    etag: concat!("\"", env!("CARGO_PKG_VERSION"), "-invite-css\""),
+};
+
 /// Adds the asset routes.
 pub(super) fn routes(app: &mut tide::Server<State>) {
     app.at("/assets/chat.js")
@@ -35,6 +41,8 @@ pub(super) fn routes(app: &mut tide::Server<State>) {
         .get(|req| async move { asset(&req, &CHAT_CSS) });
     app.at("/assets/icon.svg")
         .get(|req| async move { asset(&req, &ICON) });
+    app.at("/assets/invite.css")
+        .get(|req| async move { asset(&req, &INVITE_CSS) });
     app.at("/favicon.ico")
         .get(|req| async move { asset(&req, &ICON) });
 }

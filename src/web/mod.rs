@@ -15,8 +15,12 @@
 //! | `GET /session`   | JSON: who the cookie says you are, or 401                       |
 //! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
 //! | `GET /healthz`   | JSON counters                                                   |
+//! | `GET /invite[/:room]` | a printable invite card: QR codes of the URL and the Wi-Fi |
+//! | `GET /qr/room/:room`, `/qr/wifi` | those QR codes as SVG                          |
+//! | `GET /manifest.webmanifest` | the web app manifest for "Add to Home Screen"        |
 
 mod assets;
+mod invite;
 mod login;
 mod pages;
 mod status;
@@ -61,6 +65,8 @@ pub struct State {
     pub passcode: Option<Arc<str>>,
     /// Wrong passcodes per address, for rate limiting.
     pub login_failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
+    /// Where people reach the server, for the invite card and QR codes.
+    pub invite: Arc<crate::invite::Invite>,
 }
 
 /// The page's policy: nothing but our own scripts, styles and WebSocket.
@@ -98,6 +104,7 @@ fn app(state: State) -> tide::Server<State> {
     login::routes(&mut app);
     assets::routes(&mut app);
     status::routes(&mut app);
+    invite::routes(&mut app);
     app.at("/ws/:room").get(upgrade::upgrade);
     app
 }

@@ -14,6 +14,10 @@ struct ChatPage<'a> {
     host: &'a str,
     room: &'a str,
     name: &'a str,
+    /// The room's address for the Invite panel.
+    invite_url: &'a str,
+    /// The Wi-Fi network the Invite panel offers, if any.
+    ssid: Option<&'a str>,
 }
 
 /// Adds the page routes.
@@ -41,10 +45,13 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
         // First visit (or a cookie that does not check out): ask for a name here.
         return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
     };
+    let invite_url = super::invite::invite_url(req, room);
     let html = ChatPage {
         host,
         room,
         name: &session.name,
+        invite_url: &invite_url,
+        ssid: req.state().invite.ssid.as_deref(),
     }
     .render()?;
     Ok(html_response(StatusCode::Ok, html))
