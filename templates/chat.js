@@ -21,6 +21,8 @@
   let unread = 0;
   const baseTitle = document.title;
   let members = new Set();     // names in the room, kept from welcome, join, leave, presence
+  let replayedUntil = 0;       // messages up to this id are history, not news (from welcome)
+  window.smolchat.members = () => [...members].filter((n) => n !== myName);
 
   // Avatar: initials on a colour derived from the name, drawn locally (no external service).
   function avatar(name) {
@@ -28,7 +30,7 @@
     for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
     const el = document.createElement("span");
     el.className = "avatar";
-    el.style.background = `hsl(${hash % 360} 45% 38%)`;
+    el.style.background = `hsl(${hash % 360} 50% 30%)`;
     const words = name.trim().split(/\s+/);
     const initials = words.length > 1 ? [...words[0]][0] + [...words[1]][0] : [...name].slice(0, 2).join("");
     el.textContent = initials.toUpperCase();
@@ -64,7 +66,9 @@
       meta.append(name, time);
       const content = document.createElement("div");
       content.className = "text";
-      content.textContent = m.text;
+      content.dir = "auto";
+      content.append(window.smolchat.renderText(m.text, m.mentions || [], myName));
+      if ((m.mentions || []).includes(myName)) li.classList.add("mentions-me");
       li.append(avatar(m.name), meta, content);
       list.append(li);
     });
@@ -72,6 +76,7 @@
       unread += 1;
       document.title = `(${unread}) ${baseTitle}`;
     }
+    window.smolchat.noticeMessage(m, m.id > replayedUntil, myName);
   }
 
   function showEvent(words, kind) {
@@ -152,6 +157,7 @@
     ws.onmessage = (event) => {
       let m;
       try { m = JSON.parse(event.data); } catch { return; }
+      if (m.type === "welcome") replayedUntil = m.last_id;
       if (m.type === "message") {
         if (m.id > lastId) { // replayed history may overlap what is on screen
           lastId = m.id;
