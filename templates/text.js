@@ -3,6 +3,10 @@
 "use strict";
 
 window.smolchat = window.smolchat || {};
+try {
+  // The page's words in its language, from the server's table (see i18n.rs).
+  window.smolchat.strings = JSON.parse(document.body.dataset.strings || "{}");
+} catch { window.smolchat.strings = {}; }
 
 (() => {
   const URL_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/gi;

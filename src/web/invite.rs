@@ -20,6 +20,7 @@ struct InviteCard<'a> {
     room: &'a str,
     url: &'a str,
     ssid: Option<&'a str>,
+    t: &'a super::i18n::Strings,
 }
 
 /// Adds the invite routes.
@@ -75,6 +76,7 @@ fn card(req: &Request<State>, room: &str) -> tide::Result {
         room,
         url: &url,
         ssid: req.state().invite.ssid.as_deref(),
+        t: super::i18n::for_request(req),
     }
     .render()?;
     Ok(html_response(StatusCode::Ok, html))

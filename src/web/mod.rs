@@ -20,6 +20,7 @@
 //! | `GET /manifest.webmanifest` | the web app manifest for "Add to Home Screen"        |
 
 mod assets;
+mod i18n;
 mod invite;
 mod login;
 mod pages;

@@ -18,6 +18,8 @@ struct ChatPage<'a> {
     invite_url: &'a str,
     /// The Wi-Fi network the Invite panel offers, if any.
     ssid: Option<&'a str>,
+    /// The words, in the request's language.
+    t: &'a super::i18n::Strings,
 }
 
 /// Adds the page routes.
@@ -52,6 +54,7 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
         name: &session.name,
         invite_url: &invite_url,
         ssid: req.state().invite.ssid.as_deref(),
+        t: super::i18n::for_request(req),
     }
     .render()?;
     Ok(html_response(StatusCode::Ok, html))

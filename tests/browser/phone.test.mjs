@@ -186,3 +186,15 @@ test("the chat page and the invite card pass axe-core with no serious violations
   }
   await ann.context.close();
 });
+
+test("a second language is served for its Accept-Language", async () => {
+  const server = await startServer(["--addr", "127.0.0.1:0", "--data-dir", "none"]);
+  const fr = await phoneSignedIn(server, "Ann", "/", { extraHTTPHeaders: { "Accept-Language": "fr-CA,fr;q=0.9,en;q=0.5" } });
+  assert.equal(await fr.page.getAttribute("html", "lang"), "fr");
+  assert.equal(await fr.page.textContent("#send"), "Envoyer");
+  assert.equal(await fr.page.evaluate(() => window.smolchat.strings.send), "Envoyer");
+  await fr.context.close();
+  const es = await phoneSignedIn(server, "Bob", "/", { extraHTTPHeaders: { "Accept-Language": "es" } });
+  assert.equal(await es.page.textContent("#send"), "Enviar");
+  await es.context.close();
+});
