@@ -10,6 +10,7 @@
 //! - `web/`: the tide app, a file per concern: page, sign-in, assets, status, the upgrade.
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
+//! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.
 //! - `message`: the wire protocol.
 //! - [`trace`]: the book's tracer.
 //!

@@ -82,7 +82,7 @@ window.smolchat = window.smolchat || {};
       });
     } else {
       notify.disabled = true;
-      why.textContent = say("notifyInsecure", "System notifications need HTTPS or localhost; this page is plain http://.");
+      why.textContent = say("notifyInsecure", "System notifications need HTTPS or localhost; this page has neither.");
     }
   }
 })();
