@@ -50,6 +50,11 @@ OPTIONS:
                             [default: half the free space of the data directory at start]
   --file-days N             remove shared files after N days [default: kept until evicted]
   --no-files                turn file sharing off (also off with --data-dir none)
+  --public-url URL          the address people use to reach this box, shown first on the
+                            invite card and in the log, e.g. http://chat.lan:8080
+  --wifi-ssid SSID          the Wi-Fi network to offer as a QR code on the invite card
+  --wifi-password-file FILE read that network's password from the first line of FILE
+                            (without it the network is offered as open)
   --self-test               measure this machine: start a server, load it, print figures
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
@@ -114,6 +119,12 @@ pub struct Config {
     /// The memory the server keeps within, admitting connections by what it holds (`None`: no
     /// limit but `max_connections`).
     pub memory_budget: Option<u64>,
+    /// The URL people reach this box at (`http(s)://host[:port]`), listed first.
+    pub public_url: Option<String>,
+    /// The Wi-Fi network the invite card offers.
+    pub wifi_ssid: Option<String>,
+    /// That network's password; `None`: an open network.
+    pub wifi_password: Option<String>,
 }
 
 impl Default for Config {
@@ -144,6 +155,9 @@ impl Default for Config {
             message_burst: NonZeroU32::new(16).expect("16 is not zero"),
             flood_patience: Duration::from_secs(10),
             memory_budget: None,
+            public_url: None,
+            wifi_ssid: None,
+            wifi_password: None,
         }
     }
 }
@@ -174,7 +188,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 22] = [
+const VALUE_OPTIONS: [(&str, &str); 25] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -197,6 +211,9 @@ const VALUE_OPTIONS: [(&str, &str); 22] = [
     ("max-file-bytes", "--max-file-bytes"),
     ("files-quota", "--files-quota"),
     ("file-days", "--file-days"),
+    ("public-url", "--public-url"),
+    ("wifi-ssid", "--wifi-ssid"),
+    ("wifi-password-file", "--wifi-password-file"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -397,6 +414,24 @@ impl Settings {
             "files-quota" => c.files_quota = Some(parse_size(value)?),
             "file-days" => {
                 c.file_days = Some(parse_count(value, 1, FILE_DAYS_LIMIT)?.get() as u32);
+            }
+            "public-url" => c.public_url = Some(crate::invite::parse_public_url(value)?),
+            "wifi-ssid" => {
+                // SSIDs are 1-32 bytes (IEEE 802.11).
+                if value.is_empty() || value.len() > 32 {
+                    return Err("a Wi-Fi name is 1-32 bytes".into());
+                }
+                c.wifi_ssid = Some(value.to_owned());
+            }
+            "wifi-password-file" => {
+                let text = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                // WPA passphrases are 8-63 characters; spaces inside are part of them.
+                let password = text.lines().next().unwrap_or("");
+                if !(8..=63).contains(&password.chars().count()) {
+                    return Err(format!("the password in {value} is not 8-63 characters"));
+                }
+                c.wifi_password = Some(password.to_owned());
             }
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
@@ -742,6 +777,28 @@ mod tests {
         let path = temp_file("files", "no-files = yes\nfiles-quota = 1MiB\n");
         let c = run(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!((c.files, c.files_quota), (false, Some(1 << 20)));
+    }
+
+    #[test]
+    fn invite_options() {
+        let file = temp_file("wifi", "pass word;1\n");
+        let c = run(&[
+            "--public-url",
+            "http://Chat.lan:8080/",
+            "--wifi-ssid",
+            "Home;Net",
+            "--wifi-password-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("http://chat.lan:8080"));
+        assert_eq!(c.wifi_ssid.as_deref(), Some("Home;Net"));
+        assert_eq!(c.wifi_password.as_deref(), Some("pass word;1"));
+        let err = |args: &[&str]| run(args).unwrap_err().to_string();
+        assert!(err(&["--public-url", "chat.lan"]).contains("--public-url"));
+        assert!(err(&["--wifi-ssid", &"x".repeat(33)]).contains("1-32 bytes"));
+        let short = temp_file("short", "short\n");
+        assert!(err(&["--wifi-password-file", short.to_str().unwrap()]).contains("8-63"));
     }
 
     #[test]

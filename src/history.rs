@@ -410,6 +410,7 @@ mod tests {
             name: "n",
             text: &text,
             when: "t",
+            mentions: &[],
         }
         .encode();
         Entry { id, frame }

@@ -11,6 +11,7 @@
 //! - `addresses`: per-address limits (sockets at once, sign-ins and new rooms per minute).
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
+//! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.
 //! - `message`: the wire protocol.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
@@ -30,6 +31,7 @@ pub mod config;
 mod files;
 mod history;
 mod http;
+pub mod invite;
 pub mod loadgen;
 mod message;
 pub mod meter;

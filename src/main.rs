@@ -9,7 +9,7 @@ use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 use smolchat::config::{self, Command, HELP};
 use smolchat::Server;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 /// Exit code for bad flags or configuration.
@@ -76,6 +76,10 @@ fn main() -> ExitCode {
         server.local_addr(),
         config.threads
     );
+    for url in server.urls() {
+        log::info!("reachable at {url}/");
+    }
+    show_invite_qr(server.urls());
 
     smol::block_on(async {
         if let Some(Ok(signal)) = signals.next().await {
@@ -87,4 +91,19 @@ fn main() -> ExitCode {
     });
     log::info!("bye");
     ExitCode::SUCCESS
+}
+
+/// Draws the first reachable URL as a QR code on stderr, when a person is looking at it (a
+/// terminal, not a log file or a service manager's journal).
+fn show_invite_qr(urls: &[String]) {
+    let mut stderr = std::io::stderr();
+    if !stderr.is_terminal() {
+        return;
+    }
+    let Some(url) = urls.first() else { return };
+    let url = format!("{url}/");
+    if let Some(qr) = smolchat::invite::qr_terminal(&url) {
+        // A failed write to our own terminal is not worth stopping the server for.
+        let _ = writeln!(stderr, "{qr}\nScan to join: {url}");
+    }
 }

@@ -49,6 +49,10 @@ pub enum Outbound<'a> {
         text: &'a str,
         /// When the server received it, RFC 3339 UTC.
         when: &'a str,
+        /// The names this message mentions (`@name` of someone present), as the room knows
+        /// them; left out of the frame when there are none.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        mentions: &'a [String],
     },
     /// Someone entered the room (their first tab; a client also gets its own join).
     Join {
@@ -250,6 +254,43 @@ pub fn display_name(raw: &str) -> Result<&str, &'static str> {
     }
 }
 
+/// The names among `present` that `text` mentions as `@name`, each once, in the order they
+/// first appear. Names match case-insensitively, may contain spaces (the longest present name
+/// wins: `@Ann Lee` over `@Ann`), and must stand alone: the `@` does not follow a letter or
+/// digit (`ann@example.org` mentions nobody) and the name is not followed by one (`@Annie`
+/// does not mention Ann).
+pub fn mentions<'a>(text: &str, present: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let names: Vec<(&str, String)> = present
+        .filter(|name| !name.is_empty())
+        .map(|name| (name, name.to_lowercase()))
+        .collect();
+    let mut found: Vec<String> = Vec::new();
+    if names.is_empty() {
+        return found;
+    }
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    for (at, _) in text.match_indices('@') {
+        if text[..at].chars().next_back().is_some_and(word) {
+            continue;
+        }
+        let rest = &text[at + 1..];
+        let best = names
+            .iter()
+            .filter(|(name, folded)| {
+                rest.get(..name.len())
+                    .is_some_and(|head| head.to_lowercase() == *folded)
+                    && !rest[name.len()..].chars().next().is_some_and(word)
+            })
+            .max_by_key(|(name, _)| name.len());
+        if let Some((name, _)) = best {
+            if !found.iter().any(|f| f == name) {
+                found.push((*name).to_owned());
+            }
+        }
+    }
+    found
+}
+
 /// `now` as RFC 3339 UTC with milliseconds, e.g. `2026-11-25T19:21:32.123Z`.
 pub fn timestamp(now: SystemTime) -> String {
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -304,6 +345,7 @@ mod tests {
             name: "ann",
             text: "<b>\"hi\"</b>",
             when: "2026-11-25T19:21:32.123Z",
+            mentions: &[],
         }
         .encode();
         let value: serde_json::Value = serde_json::from_slice(json.bytes()).unwrap();
@@ -426,6 +468,41 @@ mod tests {
                 "when":"2026-11-25T19:21:32.123Z","file":{"url":"/files/0123/cat.jpg",
                 "name":"cat.jpg","size":1234,"type":"image/jpeg","width":1600,"height":null}})
         );
+    }
+
+    #[test]
+    fn mentions_are_in_the_frame_only_when_there_are_some() {
+        let named = ["Bob".to_string()];
+        let json = Outbound::Message {
+            id: 1,
+            room: "r",
+            name: "ann",
+            text: "hi @bob",
+            when: "t",
+            mentions: &named,
+        }
+        .encode();
+        assert_eq!(
+            json.bytes().as_ref(),
+            br#"{"type":"message","id":1,"room":"r","name":"ann","text":"hi @bob","when":"t","mentions":["Bob"]}"#
+        );
+    }
+
+    #[test]
+    fn mentions_find_present_names_only() {
+        let here = ["Ann", "Ann Lee", "Bob", "Zoë"];
+        let m = |text: &str| mentions(text, here.iter().copied());
+        assert_eq!(m("hi @bob and @ANN"), ["Bob", "Ann"]);
+        assert_eq!(m("@Ann Lee, lunch?"), ["Ann Lee"]);
+        assert_eq!(m("@ann lee @Ann Lee"), ["Ann Lee"]);
+        assert_eq!(m("@zoë!"), ["Zoë"]);
+        assert_eq!(m("(@Bob)"), ["Bob"]);
+        // Not a mention: an address, a longer word, a name not present, a bare @.
+        assert!(m("mail ann@example.org").is_empty());
+        assert!(m("@Annie @Bobby @carol @ @@").is_empty());
+        assert!(mentions("@Bob", std::iter::empty()).is_empty());
+        // A multi-byte character right after the @ does not split a character.
+        assert!(m("@é @").is_empty());
     }
 
     #[test]

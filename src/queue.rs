@@ -362,6 +362,7 @@ mod tests {
             name: "n",
             text: "t",
             when: "w",
+            mentions: &[],
         }
         .encode()
     }

@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::files::{self, Files};
 use crate::history::Store;
+use crate::invite::Invite;
 use crate::meter::Meter;
 use crate::room::limits::SenderLimit;
 use crate::room::{self, Keepalive, Registry};
@@ -41,6 +42,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// The history store, closed (flushed) last.
     store: Option<Arc<Store>>,
+    /// Where people can reach this server.
+    invite: Arc<Invite>,
 }
 
 impl Server {
@@ -83,6 +86,7 @@ impl Server {
         let (alive_tx, alive) = async_channel::bounded(1);
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
+        let invite = Arc::new(Invite::new(addr, config));
         let state = web::State {
             registry: Registry::new(
                 executor.clone(),
@@ -124,6 +128,7 @@ impl Server {
                 config.new_rooms_per_minute,
             )),
             files: files.clone(),
+            invite: invite.clone(),
         };
         if let Some(files) = files {
             executor
@@ -167,7 +172,13 @@ impl Server {
             stop_threads,
             threads,
             store,
+            invite,
         })
+    }
+
+    /// The base URLs people can reach the server at, best first (for the start-up log).
+    pub fn urls(&self) -> &[String] {
+        &self.invite.urls
     }
 
     /// The address the server listens on.

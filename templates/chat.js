@@ -24,6 +24,8 @@
   let people = 0;              // the server's head count (a large room's list may be partial)
   let membersPartial = false;  // the list is known to miss some: pull it when it is shown
   let pulling = null;
+  let replayedUntil = 0;       // messages up to this id are history, not news (from welcome)
+  window.smolchat.members = () => [...members].filter((n) => n !== myName);
 
   // Avatar: initials on a colour derived from the name, drawn locally (no external service).
   function avatar(name) {
@@ -31,7 +33,7 @@
     for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
     const el = document.createElement("span");
     el.className = "avatar";
-    el.style.background = `hsl(${hash % 360} 45% 38%)`;
+    el.style.background = `hsl(${hash % 360} 50% 30%)`;
     const words = name.trim().split(/\s+/);
     const initials = words.length > 1 ? [...words[0]][0] + [...words[1]][0] : [...name].slice(0, 2).join("");
     el.textContent = initials.toUpperCase();
@@ -68,7 +70,11 @@
       const content = document.createElement("div");
       content.className = "text";
       if (m.type === "file") content.append(window.smolchatShare.render(m)); // share.js
-      else content.textContent = m.text;
+      else {
+        content.dir = "auto";
+        content.append(window.smolchat.renderText(m.text, m.mentions || [], myName));
+      }
+      if ((m.mentions || []).includes(myName)) li.classList.add("mentions-me");
       li.append(avatar(m.name), meta, content);
       list.append(li);
     });
@@ -76,6 +82,7 @@
       unread += 1;
       document.title = `(${unread}) ${baseTitle}`;
     }
+    window.smolchat.noticeMessage(m, m.id > replayedUntil, myName);
   }
 
   function showEvent(words, kind) {
@@ -193,6 +200,7 @@
     ws.onmessage = (event) => {
       let m;
       try { m = JSON.parse(event.data); } catch { return; }
+      if (m.type === "welcome") replayedUntil = m.last_id;
       if (m.type === "message" || (m.type === "file" && window.smolchatShare)) {
         if (m.id > lastId) { // replayed history may overlap what is on screen
           lastId = m.id;

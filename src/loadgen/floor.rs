@@ -100,6 +100,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
                             name: &name,
                             text: &text,
                             when: &when,
+                            mentions: &[],
                         }
                         .encode();
                         let mut bytes = Vec::with_capacity(json.bytes().len() + 4);

@@ -34,7 +34,7 @@ pub use registry::{Member, Registry, Settings};
 pub use share::SharedFile;
 
 use crate::history::{Entry, Ring};
-use crate::message::{timestamp, Encoded, Outbound, ANONYMOUS};
+use crate::message::{mentions, timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::meter::SLOT_BYTES;
 use crate::queue::{Dismissal, FrameSink, Pushed};
 use async_channel::{Receiver, Sender};
@@ -360,12 +360,14 @@ impl Room {
             .trace(format_args!("Message received: {text}"));
         let id = self.history.last_id() + 1;
         let when = timestamp(SystemTime::now());
+        let mentions = mentions(&text, self.presence.names());
         let frame = Outbound::Message {
             id,
             room: &self.name,
             name: &seat.name,
             text: &text,
             when: &when,
+            mentions: &mentions,
         }
         .encode_metered(&self.shared.meter);
         if let Some(store) = &self.shared.store {

@@ -71,6 +71,11 @@ impl Presence {
             .is_some_and(|(owner, _)| *owner != person)
     }
 
+    /// Everyone's names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.present.keys().map(String::as_str)
+    }
+
     /// Whether `name` is here at all.
     pub fn contains(&self, name: &str) -> bool {
         self.owners.contains_key(&name.to_lowercase())

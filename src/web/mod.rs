@@ -17,9 +17,15 @@
 //! | `GET /healthz`   | JSON counters                                                   |
 //! | `POST /files/:room` | shares the body as a file into `room` (`?name=`), 201 + frame |
 //! | `GET /files/:id/:name` | a shared file, typed by its bytes, sandboxed             |
+//! | `GET /rooms/:room/members` | one page of a room's member list (`?after=&limit=`)  |
+//! | `GET /invite[/:room]` | a printable invite card: QR codes of the URL and the Wi-Fi |
+//! | `GET /qr/room/:room`, `/qr/wifi` | those QR codes as SVG                          |
+//! | `GET /manifest.webmanifest` | the web app manifest for "Add to Home Screen"        |
 
 mod assets;
 mod files;
+mod i18n;
+mod invite;
 mod login;
 mod pages;
 mod status;
@@ -73,6 +79,8 @@ pub struct State {
     pub new_rooms: Arc<PerWindow>,
     /// The store of shared files; `None`: sharing is off.
     pub files: Option<Arc<crate::files::Files>>,
+    /// Where people reach the server, for the invite card and QR codes.
+    pub invite: Arc<crate::invite::Invite>,
 }
 
 /// The page's policy: nothing but our own scripts, styles and WebSocket.
@@ -111,6 +119,7 @@ fn app(state: State) -> tide::Server<State> {
     assets::routes(&mut app);
     status::routes(&mut app);
     files::routes(&mut app);
+    invite::routes(&mut app);
     app.at("/ws/:room").get(upgrade::upgrade);
     app
 }

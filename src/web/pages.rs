@@ -16,6 +16,12 @@ struct ChatPage<'a> {
     name: &'a str,
     /// The largest file one may share, 0 when sharing is off (the page hides the button).
     max_file_bytes: u64,
+    /// The room's address for the Invite panel.
+    invite_url: &'a str,
+    /// The Wi-Fi network the Invite panel offers, if any.
+    ssid: Option<&'a str>,
+    /// The words, in the request's language.
+    t: &'a super::i18n::Strings,
 }
 
 /// Adds the page routes.
@@ -43,6 +49,7 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
         // First visit (or a cookie that does not check out): ask for a name here.
         return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
     };
+    let invite_url = super::invite::invite_url(req, room);
     let html = ChatPage {
         host,
         room,
@@ -52,6 +59,9 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
             .files
             .as_ref()
             .map_or(0, |files| files.limits().max_file_bytes),
+        invite_url: &invite_url,
+        ssid: req.state().invite.ssid.as_deref(),
+        t: super::i18n::for_request(req),
     }
     .render()?;
     Ok(html_response(StatusCode::Ok, html))
