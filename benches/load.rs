@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo build --release
 //! cargo bench --bench load -- idle --connections 5000 --runs 3 --pin
+//! cargo bench --bench load -- idle --connections 5000 --per-room 5000 --runs 3 --pin
+//! cargo bench --bench load -- storm --connections 5000 --runs 3 --pin
 //! cargo bench --bench load -- fanout --receivers 1000 --senders 4 --seconds 5 --runs 3 --pin
 //! cargo bench --bench load -- latency --receivers 1000 --rate 20 --seconds 10 --runs 3 --pin
 //! cargo bench --bench load -- slow --receivers 100 --senders 4 --seconds 5 --runs 3 --pin
@@ -13,6 +15,9 @@
 //! the same fan-out costs with nothing but a poller and a `write` per client.
 //! `--pin` puts the server on core 0 and this generator on core 1 (with `taskset`);
 //! `--server PATH` picks another binary (default `target/release/smolchat`).
+//! `storm` opens `--connections` clients into one room with up to `--in-flight` handshakes
+//! at a time (default 256), then drops them all at once; it reads the server's peak memory
+//! from `/proc` and resets it between the phases (`clear_refs`: run it as the server's user).
 
 use smolchat::loadgen::{self, LoadGen, Pace};
 use std::net::SocketAddr;
@@ -26,6 +31,7 @@ struct Options {
     runs: usize,
     connections: usize,
     per_room: usize,
+    in_flight: usize,
     receivers: usize,
     senders: usize,
     seconds: f64,
@@ -43,6 +49,7 @@ fn options() -> Result<Options, pico_args::Error> {
         runs: args.opt_value_from_str("--runs")?.unwrap_or(1),
         connections: args.opt_value_from_str("--connections")?.unwrap_or(1000),
         per_room: args.opt_value_from_str("--per-room")?.unwrap_or(100),
+        in_flight: args.opt_value_from_str("--in-flight")?.unwrap_or(256),
         receivers: args.opt_value_from_str("--receivers")?.unwrap_or(1000),
         senders: args.opt_value_from_str("--senders")?.unwrap_or(4),
         seconds: args.opt_value_from_str("--seconds")?.unwrap_or(5.0),
@@ -151,15 +158,17 @@ fn main() {
     if options.pin {
         pin_self();
     }
+    check_open_files(&options);
     let mut results = Vec::new();
     for run in 1..=options.runs {
         let line = match options.mode.as_str() {
             "idle" => idle(&options),
+            "storm" => storm(&options),
             "fanout" => fanout(&options, Pace::Flood),
             "latency" | "floor" => fanout(&options, Pace::Rate(options.rate)),
             "slow" => slow(&options),
             other => {
-                eprintln!("load: unknown mode {other} (idle, fanout, latency, slow, floor)");
+                eprintln!("load: unknown mode {other} (idle, storm, fanout, latency, slow, floor)");
                 std::process::exit(2);
             }
         };
@@ -192,29 +201,109 @@ fn summary(mode: &str, runs: &[serde_json::Value]) -> serde_json::Value {
     out.into()
 }
 
+/// Longest the idle clients may take to settle (no frame for 500 ms) before memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(60);
+
 fn idle(options: &Options) -> serde_json::Value {
     let server = Server::start(options, options.connections + 10);
     let before = loadgen::rss_kib(server.pid()).unwrap();
     let generator = LoadGen::new(server.addr);
-    let at_n = generator.run(async {
+    let started = std::time::Instant::now();
+    let (at_n, hwm, frames, settled, seconds) = generator.run(async {
         let clients = generator
             .idle(options.connections, options.per_room)
             .await
             .unwrap();
+        let joined = started.elapsed().as_secs_f64();
         // Let the last announcements drain before reading memory.
-        smol::Timer::after(Duration::from_secs(1)).await;
+        let settled = clients.settle(IDLE_SETTLE).await;
         let rss = loadgen::rss_kib(server.pid()).unwrap();
+        let hwm = loadgen::peak_kib(server.pid()).unwrap();
+        let frames = clients.frames();
         drop(clients);
-        rss
+        (rss, hwm, frames, settled, joined)
     });
     serde_json::json!({
         "mode": "idle",
         "connections": options.connections,
         "per_room": options.per_room,
+        "join_seconds": seconds,
+        "frames_after_welcome": frames,
+        "settled": settled,
         "rss_start_kib": before,
         "rss_at_n_kib": at_n,
+        "hwm_kib": hwm,
         "bytes_per_connection": (at_n.saturating_sub(before) * 1024) as f64 / options.connections as f64,
     })
+}
+
+fn storm(options: &Options) -> serde_json::Value {
+    let server = Server::start(options, options.connections + 10);
+    let rss_start = loadgen::rss_kib(server.pid()).unwrap();
+    let mut generator = LoadGen::new(server.addr);
+    generator.watch(server.pid());
+    let n = options.connections;
+    let storm = generator
+        .run(generator.storm(n, options.in_flight))
+        .unwrap_or_else(|e| panic!("storm of {n}: {e}"));
+    let idle = storm.rss_idle_kib as f64;
+    serde_json::json!({
+        "mode": "storm",
+        "n": n,
+        "in_flight": options.in_flight,
+        "storm_seconds": storm.storm_seconds,
+        "frames": storm.frames,
+        "bytes": storm.bytes,
+        "frames_per_client": storm.frames as f64 / n as f64,
+        "bytes_per_client": storm.bytes as f64 / n as f64,
+        "settled": storm.settled,
+        "lost": storm.lost,
+        "rss_start_kib": rss_start,
+        "rss_idle_kib": storm.rss_idle_kib,
+        "hwm_join_kib": storm.hwm_join_kib,
+        "hwm_drop_kib": storm.hwm_drop_kib,
+        "hwm_join_over_idle": storm.hwm_join_kib as f64 / idle,
+        "hwm_drop_over_idle": storm.hwm_drop_kib as f64 / idle,
+        "rss_after_kib": storm.rss_after_kib,
+        "drop_seconds": storm.drop_seconds,
+    })
+}
+
+/// Makes sure this process (and so the server it starts, which inherits the limit) may open a
+/// socket for every client: raises its open-file limit with `prlimit` where it is too low
+/// (above the hard limit only as root), and fails plainly if it stays too low.
+fn check_open_files(options: &Options) {
+    let clients = match options.mode.as_str() {
+        "idle" | "storm" => options.connections,
+        _ => options.receivers + options.senders,
+    };
+    let needed = clients + 64;
+    let limit = || {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))?
+            .split_whitespace()
+            .skip(3)
+            .map(|v| v.parse::<usize>().unwrap_or(usize::MAX))
+            .collect::<Vec<_>>();
+        Some((*line.first()?, *line.get(1)?))
+    };
+    let Some((soft, hard)) = limit() else {
+        return; // Not Linux: nothing to check.
+    };
+    if soft >= needed {
+        return;
+    }
+    let _ = Command::new("prlimit")
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg(format!("--nofile={needed}:{}", hard.max(needed)))
+        .status();
+    if let Some((soft, _)) = limit().filter(|&(soft, _)| soft < needed) {
+        eprintln!("load: {clients} clients need {needed} open files, the limit is {soft}");
+        std::process::exit(2);
+    }
 }
 
 fn fanout(options: &Options, pace: Pace) -> serde_json::Value {
@@ -277,16 +366,7 @@ fn slow(options: &Options) -> serde_json::Value {
 
 /// The server's `dropped` counter, from `/healthz`.
 async fn health(addr: SocketAddr) -> u64 {
-    use smol::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = smol::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-    serde_json::from_str::<serde_json::Value>(body).unwrap()["dropped"]
+    loadgen::healthz(addr).await.unwrap()["dropped"]
         .as_u64()
         .unwrap()
 }

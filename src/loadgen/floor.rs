@@ -122,7 +122,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     }
 }
 
-/// Answers the handshake and tells the client it joined (to it alone).
+/// Answers the handshake, welcomes the client and tells it it joined (to it alone).
 fn welcome(mut stream: TcpStream) -> io::Result<Client> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -131,6 +131,15 @@ fn welcome(mut stream: TcpStream) -> io::Result<Client> {
         .split_once("name=")
         .map(|(_, name)| name.to_owned())
         .ok_or_else(|| io::Error::other("no ?name= in the path"))?;
+    let members = [name.clone()];
+    let welcome = Outbound::Welcome {
+        room: ROOM,
+        name: &name,
+        last_id: 0,
+        complete: true,
+        members: &members,
+    }
+    .encode();
     let when = timestamp(SystemTime::now());
     let joined = Outbound::Join {
         room: ROOM,
@@ -140,6 +149,7 @@ fn welcome(mut stream: TcpStream) -> io::Result<Client> {
     }
     .encode();
     let mut bytes = Vec::new();
+    wire::frame(&mut bytes, wire::TEXT, welcome.bytes(), None);
     wire::frame(&mut bytes, wire::TEXT, joined.bytes(), None);
     stream.write_all(&bytes)?;
     stream.set_nonblocking(true)?;

@@ -6,6 +6,11 @@
 //! keeps them all on one core, and the server on another. Clients join with `?name=`, so the server must
 //! run without a passcode. Latency is measured by carrying the send time in the message text
 //! (`t=<microseconds>` since the generator started); sender and receivers share one clock.
+//!
+//! A client has joined once its `welcome` arrives: every server version sends it first on a
+//! join, while its own `join` announcement may be batched or left out in a large room. Where
+//! the generator waits for the server to settle, it waits for frames to stop arriving (bounded),
+//! not for a fixed time.
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
@@ -22,8 +27,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub mod floor;
+mod proc;
 mod receivers;
+mod storm;
 mod wire;
+
+pub use proc::{cpu_seconds, peak_kib, reset_peak, rss_kib};
+pub use storm::Storm;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -31,6 +41,8 @@ type Ws = WebSocketStream<TcpStream>;
 const STEP: Duration = Duration::from_secs(60);
 /// Messages each sender may have on their way before it waits for its own echo.
 const WINDOW: usize = 16;
+/// Idle clients have settled once no frame has reached any of them for this long.
+const QUIET: Duration = Duration::from_millis(500);
 
 /// What a fan-out run measured.
 #[derive(Debug, Clone, Default)]
@@ -107,7 +119,7 @@ impl LoadGen {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    /// Opens one client in `room` as `name` and waits for its own join.
+    /// Opens one client in `room` as `name` and waits for its welcome.
     pub async fn connect(&self, room: &str, name: &str) -> io::Result<Ws> {
         let stream = TcpStream::connect(self.addr).await?;
         let url = format!("ws://{}/ws/{room}?name={name}", self.addr);
@@ -116,10 +128,7 @@ impl LoadGen {
             .map_err(io::Error::other)?;
         loop {
             match step(ws.next()).await? {
-                Some(Ok(Message::Text(text)))
-                    if text.contains(r#""type":"join""#)
-                        && text.contains(&format!(r#""name":"{name}""#)) =>
-                {
+                Some(Ok(Message::Text(text))) if text.contains(r#""type":"welcome""#) => {
                     return Ok(ws)
                 }
                 Some(Ok(_)) => {}
@@ -129,18 +138,27 @@ impl LoadGen {
     }
 
     /// Opens `count` idle clients, `per_room` to a room, each read continuously by its own task
-    /// so announcements never pile up. Returns their tasks; dropping them closes the clients.
-    pub async fn idle(&self, count: usize, per_room: usize) -> io::Result<Vec<smol::Task<()>>> {
+    /// so announcements never pile up. Dropping the result closes the clients.
+    pub async fn idle(&self, count: usize, per_room: usize) -> io::Result<Idle> {
+        let counts = Rc::new(IdleCounts::default());
         let mut tasks = Vec::with_capacity(count);
         for n in 0..count {
             let room = format!("idle-{}", n / per_room.max(1));
             let mut ws = self.connect(&room, &format!("i{n}")).await?;
-            tasks.push(
-                self.executor
-                    .spawn(async move { while let Some(Ok(_)) = ws.next().await {} }),
-            );
+            let (counts, epoch) = (counts.clone(), self.epoch);
+            tasks.push(self.executor.spawn(async move {
+                while let Some(Ok(_)) = ws.next().await {
+                    counts.frames.set(counts.frames.get() + 1);
+                    let now = epoch.elapsed().as_micros() as u64;
+                    counts.last_frame.set(now.max(1));
+                }
+            }));
         }
-        Ok(tasks)
+        Ok(Idle {
+            _tasks: tasks,
+            counts,
+            epoch: self.epoch,
+        })
     }
 
     /// Fan-out: `receivers` read, `senders` send into one room for `duration`.
@@ -226,6 +244,77 @@ impl LoadGen {
     }
 }
 
+/// Idle clients opened by [`LoadGen::idle`], each read by its own task; dropping this closes
+/// them.
+pub struct Idle {
+    _tasks: Vec<smol::Task<()>>,
+    counts: Rc<IdleCounts>,
+    epoch: Instant,
+}
+
+#[derive(Default)]
+struct IdleCounts {
+    /// Frames read by all idle clients after their welcome.
+    frames: Cell<u64>,
+    /// When the last of them was read (µs since the epoch; 0: none yet).
+    last_frame: Cell<u64>,
+}
+
+impl Idle {
+    /// Waits until no frame has reached any client for 500 ms, at most `limit`; false if the
+    /// limit came first.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        settle(|| self.counts.last_frame.get(), self.epoch, QUIET, limit).await
+    }
+
+    /// Frames the clients read after their welcomes, so far.
+    pub fn frames(&self) -> u64 {
+        self.counts.frames.get()
+    }
+}
+
+/// Waits until `last_frame()` (µs since `epoch`, 0 for none) is at least `quiet` old, for at
+/// most `limit`; true if it got there.
+async fn settle(
+    last_frame: impl Fn() -> u64,
+    epoch: Instant,
+    quiet: Duration,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = epoch.elapsed().as_micros() as u64;
+        let since = Duration::from_micros(now.saturating_sub(last_frame()));
+        if since >= quiet {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        Timer::after((quiet - since).min(Duration::from_millis(50))).await;
+    }
+}
+
+/// The server's `/healthz` counters.
+pub async fn healthz(addr: SocketAddr) -> io::Result<serde_json::Value> {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        io::Result::Ok(text)
+    };
+    let text = step(exchange).await??;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .ok_or_else(|| io::Error::other("/healthz: no body"))?;
+    serde_json::from_str(body).map_err(|e| io::Error::other(format!("/healthz: {e}")))
+}
+
 /// Fails a step that takes longer than [`STEP`].
 async fn step<T>(future: impl std::future::Future<Output = T>) -> io::Result<T> {
     or(async { Ok(future.await) }, async {
@@ -263,7 +352,9 @@ impl Sender {
     /// Sends until the deadline. A sender reads everything the room sends it (it is a member
     /// too), counting its own echoes to keep its window.
     async fn run(self, mut ws: Ws) -> io::Result<Ws> {
-        let own = format!(r#""name":"{}""#, self.name);
+        // Its own echoes; not its own join (or anything else naming it).
+        let own = r#""type":"message","id":"#;
+        let own_name = format!(r#""name":"{}""#, self.name);
         let mut in_flight = 0usize;
         let mut next = Instant::now() + self.offset;
         while Instant::now() < self.deadline {
@@ -275,7 +366,11 @@ impl Sender {
             } else {
                 while in_flight >= WINDOW {
                     match step(ws.next()).await? {
-                        Some(Ok(Message::Text(text))) if text.contains(&own) => in_flight -= 1,
+                        Some(Ok(Message::Text(text)))
+                            if text.contains(own) && text.contains(&own_name) =>
+                        {
+                            in_flight -= 1
+                        }
                         Some(Ok(_)) => {}
                         _ => return Err(io::Error::other("sender disconnected")),
                     }
@@ -336,6 +431,7 @@ pub fn self_test() -> io::Result<String> {
     let report = generator.run(async {
         let start_kib = rss_kib(pid)?;
         let idle = generator.idle(IDLE, 100).await?;
+        idle.settle(STEP).await;
         let idle_kib = rss_kib(pid)?;
         drop(idle);
         let fanout = generator
@@ -360,33 +456,6 @@ pub fn self_test() -> io::Result<String> {
     report
 }
 
-/// Resident memory of process `pid` in KiB (VmRSS), from `/proc`.
-pub fn rss_kib(pid: u32) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no VmRSS in /proc status"))
-}
-
-/// CPU time (user + system) of process `pid` in seconds, from `/proc`.
-pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..]
-        .split(' ')
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name and state.
-    Ok((ticks(11) + ticks(12)) as f64 / 100.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,12 +466,5 @@ mod tests {
             r#"{"type":"message","id":3,"room":"r","name":"s0","text":"t=123456","when":"x"}"#;
         assert_eq!(sent_at(frame), Some(123_456));
         assert_eq!(sent_at(r#"{"type":"join"}"#), None);
-    }
-
-    #[test]
-    fn own_memory_and_cpu_are_readable() {
-        let pid = std::process::id();
-        assert!(rss_kib(pid).unwrap() > 0);
-        assert!(cpu_seconds(pid).unwrap() >= 0.0);
     }
 }

@@ -5,6 +5,11 @@
 //! finds nothing, and a re-arming `epoll_ctl` per message; at a thousand receivers that made the
 //! generator slower than the server, so the latency it measured was its own. This pool does
 //! about what the smallest C reader would (see the floor in `BENCHMARKS.md`).
+//!
+//! A receiver counts as joined once its `welcome` arrives: every server version sends that
+//! first on a join, while a client's own `join` announcement may be batched or left out.
+//! Every frame and byte read is counted, and the time of the last one kept, so a join storm can
+//! tell how much the server sent and when it stopped.
 
 use super::wire;
 use polling::{Event, Events, PollMode, Poller};
@@ -15,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Longest a join may take to be seen.
+/// Longest a join may take to be seen (its welcome).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes read from a socket at a time.
 const READ_BYTES: usize = 64 * 1024;
@@ -36,6 +41,16 @@ struct Shared {
     since: AtomicU64,
     /// Messages counted so far.
     delivered: AtomicU64,
+    /// Receivers whose welcome has arrived.
+    welcomed: AtomicU64,
+    /// Receivers that could not be taken in or were closed (by the server, or broken).
+    lost: AtomicU64,
+    /// WebSocket frames read, of every kind, since the start.
+    frames: AtomicU64,
+    /// Bytes read after the handshakes (frame headers included), since the start.
+    bytes: AtomicU64,
+    /// When the last frame was read (µs since `epoch`; 0: none yet).
+    last_frame: AtomicU64,
     stop: AtomicBool,
     epoch: Instant,
 }
@@ -45,9 +60,10 @@ struct Receiver {
     stream: TcpStream,
     /// Bytes of a frame not yet complete.
     pending: Vec<u8>,
-    /// `"name":"<name>"`, to spot its own join.
-    own: String,
-    joined: bool,
+    /// Whether its welcome has arrived.
+    welcomed: bool,
+    /// Whether [`Receivers::join`] waits to hear of its welcome.
+    report: bool,
 }
 
 impl Receivers {
@@ -57,6 +73,11 @@ impl Receivers {
         let shared = Arc::new(Shared {
             since: AtomicU64::new(since),
             delivered: AtomicU64::new(0),
+            welcomed: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            last_frame: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             epoch,
         });
@@ -78,24 +99,57 @@ impl Receivers {
         })
     }
 
-    /// Joins `room` as `name` and returns once the room has announced it.
+    /// Joins `room` as `name` and returns once its welcome has arrived.
     pub fn join(&self, room: &str, name: &str) -> io::Result<()> {
         let (stream, pending) = wire::connect(self.addr, &format!("/ws/{room}?name={name}"))?;
-        stream.set_nonblocking(true)?;
-        let receiver = Receiver {
-            stream,
-            pending,
-            own: format!(r#""name":"{name}""#),
-            joined: false,
-        };
-        self.handoff
-            .send(receiver)
-            .map_err(|_| io::Error::other("the receiving thread has ended"))?;
-        self.poller.notify()?;
+        self.hand_over(stream, pending, true)?;
         match self.joined.recv_timeout(JOIN_TIMEOUT) {
             Ok(result) => result,
             Err(_) => Err(io::Error::other(format!("{name}: join not seen in time"))),
         }
+    }
+
+    /// Takes a client whose handshake is done (`stream`, and the bytes read past its head) and
+    /// returns at once; [`Receivers::welcomed`] counts it once its welcome has arrived.
+    pub fn add(&self, stream: TcpStream, pending: Vec<u8>) -> io::Result<()> {
+        self.hand_over(stream, pending, false)
+    }
+
+    fn hand_over(&self, stream: TcpStream, pending: Vec<u8>, report: bool) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        let receiver = Receiver {
+            stream,
+            pending,
+            welcomed: false,
+            report,
+        };
+        self.handoff
+            .send(receiver)
+            .map_err(|_| io::Error::other("the receiving thread has ended"))?;
+        self.poller.notify()
+    }
+
+    /// Receivers whose welcome has arrived.
+    pub fn welcomed(&self) -> u64 {
+        self.shared.welcomed.load(Ordering::Relaxed)
+    }
+
+    /// Receivers lost: not taken in, or closed by the server or broken.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Frames and bytes read so far (all receivers, all kinds of frame).
+    pub fn received(&self) -> (u64, u64) {
+        (
+            self.shared.frames.load(Ordering::Relaxed),
+            self.shared.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// When the last frame was read (µs since the epoch; 0: none yet).
+    pub fn last_frame(&self) -> u64 {
+        self.shared.last_frame.load(Ordering::Relaxed)
     }
 
     /// Messages counted so far.
@@ -109,7 +163,8 @@ impl Receivers {
         self.shared.delivered.store(0, Ordering::Relaxed);
     }
 
-    /// Stops reading, closes every client, and returns each counted message's latency (µs).
+    /// Stops reading, closes every client at once (their sockets, with no WebSocket closing
+    /// handshake), and returns each counted message's latency (µs).
     pub fn finish(mut self) -> io::Result<Vec<u32>> {
         self.stop()
     }
@@ -155,14 +210,25 @@ fn read_all(
                 poller.add_with_mode(&receiver.stream, Event::readable(key), PollMode::Level)
             };
             if let Err(error) = added {
-                let _ = joined.send(Err(error));
+                shared.lost.fetch_add(1, Ordering::Relaxed);
+                if receiver.report {
+                    let _ = joined.send(Err(error));
+                }
                 continue;
             }
+            let early = receiver.pending.len() as u64;
+            shared.bytes.fetch_add(early, Ordering::Relaxed);
             receivers.push(Some(receiver));
             // What arrived with the handshake's answer.
             let outcome = take(&mut receivers[key], &[], shared, &mut latencies, joined);
             if let Err(error) = outcome {
-                let _ = joined.send(Err(error));
+                shared.lost.fetch_add(1, Ordering::Relaxed);
+                if let Some(receiver) = receivers[key].take() {
+                    let _ = poller.delete(&receiver.stream);
+                    if receiver.report && !receiver.welcomed {
+                        let _ = joined.send(Err(error));
+                    }
+                }
             }
         }
         events.clear();
@@ -176,17 +242,24 @@ fn read_all(
             };
             let read = match receiver.stream.read(&mut chunk) {
                 Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => Ok(n),
+                Ok(n) => {
+                    shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    Ok(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => Err(e),
             };
             let outcome =
                 read.and_then(|n| take(slot, &chunk[..n], shared, &mut latencies, joined));
-            if outcome.is_err() {
+            if let Err(error) = outcome {
                 // Closed by the server (a kick) or broken: it counts no more, which shows
                 // as loss in the result.
+                shared.lost.fetch_add(1, Ordering::Relaxed);
                 if let Some(receiver) = slot.take() {
                     let _ = poller.delete(&receiver.stream);
+                    if receiver.report && !receiver.welcomed {
+                        let _ = joined.send(Err(error));
+                    }
                 }
             }
         }
@@ -211,7 +284,9 @@ fn take(
     receiver.pending.extend_from_slice(fresh);
     let mut buf = std::mem::take(&mut receiver.pending);
     let mut at = 0;
+    let mut frames = 0;
     while let Some(frame) = wire::parse(&mut buf[at..])? {
+        frames += 1;
         let payload = &buf[at + frame.payload.start..at + frame.payload.end];
         match frame.opcode {
             wire::TEXT => receiver.text(payload, shared, latencies, joined),
@@ -225,13 +300,18 @@ fn take(
         }
         at += frame.len;
     }
+    if frames > 0 {
+        shared.frames.fetch_add(frames, Ordering::Relaxed);
+        let now = shared.epoch.elapsed().as_micros() as u64;
+        shared.last_frame.store(now.max(1), Ordering::Relaxed);
+    }
     buf.drain(..at);
     receiver.pending = buf;
     Ok(())
 }
 
 impl Receiver {
-    /// One text frame: its own join, or a message to time.
+    /// One text frame: its welcome, or a message to time.
     fn text(
         &mut self,
         payload: &[u8],
@@ -242,10 +322,13 @@ impl Receiver {
         let Ok(text) = std::str::from_utf8(payload) else {
             return;
         };
-        if !self.joined {
-            if text.contains(r#""type":"join""#) && text.contains(&self.own) {
-                self.joined = true;
-                let _ = joined.send(Ok(()));
+        if !self.welcomed {
+            if text.contains(r#""type":"welcome""#) {
+                self.welcomed = true;
+                shared.welcomed.fetch_add(1, Ordering::Relaxed);
+                if self.report {
+                    let _ = joined.send(Ok(()));
+                }
             }
             return;
         }

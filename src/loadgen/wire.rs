@@ -118,21 +118,56 @@ pub fn connect(addr: SocketAddr, path: &str) -> io::Result<(TcpStream, Vec<u8>)>
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let key = generate_key();
-    write!(
-        stream,
+    stream.write_all(request(addr, path, &key).as_bytes())?;
+    let (head, rest) = read_head(&mut stream)?;
+    check_answer(&head, &key)?;
+    Ok((stream, rest))
+}
+
+/// [`connect`] without blocking the thread, so that many handshakes can be in flight at once.
+/// The stream it returns is non-blocking and no longer registered with smol's reactor.
+pub async fn connect_async(addr: SocketAddr, path: &str) -> io::Result<(TcpStream, Vec<u8>)> {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = smol::Async::<TcpStream>::connect(addr).await?;
+    stream.get_ref().set_nodelay(true)?;
+    let key = generate_key();
+    (&stream)
+        .write_all(request(addr, path, &key).as_bytes())
+        .await?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    let (head, rest) = loop {
+        if let Some(parts) = split_head(&mut buf)? {
+            break parts;
+        }
+        match (&stream).read(&mut chunk).await? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    check_answer(&head, &key)?;
+    Ok((stream.into_inner()?, rest))
+}
+
+/// A client's opening handshake request.
+fn request(addr: SocketAddr, path: &str, key: &str) -> String {
+    format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )?;
-    let (head, rest) = read_head(&mut stream)?;
+    )
+}
+
+/// Fails unless `head` is a server's `101` answer to the handshake sent with `key`.
+fn check_answer(head: &str, key: &str) -> io::Result<()> {
     if !head.starts_with("HTTP/1.1 101") {
         let status = head.lines().next().unwrap_or_default();
         return Err(io::Error::other(format!("upgrade refused: {status}")));
     }
-    let accept = header(&head, "sec-websocket-accept");
+    let accept = header(head, "sec-websocket-accept");
     if accept != Some(derive_accept_key(key.as_bytes()).as_str()) {
         return Err(io::Error::other("wrong Sec-WebSocket-Accept"));
     }
-    Ok((stream, rest))
+    Ok(())
 }
 
 /// Answers a client's opening handshake on `stream`; returns the request's path.
@@ -163,19 +198,28 @@ fn read_head(stream: &mut TcpStream) -> io::Result<(String, Vec<u8>)> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            let head = String::from_utf8(buf).map_err(io::Error::other)?;
-            return Ok((head, rest));
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            return Err(io::Error::other("HTTP head too long"));
+        if let Some(parts) = split_head(&mut buf)? {
+            return Ok(parts);
         }
         match stream.read(&mut chunk)? {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// Splits a complete HTTP head off `buf`: the head and the bytes after it; `Ok(None)` while
+/// the head is incomplete, an error once it is too long.
+fn split_head(buf: &mut Vec<u8>) -> io::Result<Option<(String, Vec<u8>)>> {
+    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let rest = buf.split_off(end + 4);
+        let head = String::from_utf8(std::mem::take(buf)).map_err(io::Error::other)?;
+        return Ok(Some((head, rest)));
+    }
+    if buf.len() > MAX_HEAD_BYTES {
+        return Err(io::Error::other("HTTP head too long"));
+    }
+    Ok(None)
 }
 
 /// The value of header `name` (lower case) in `head`.
