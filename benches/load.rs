@@ -95,6 +95,10 @@ impl Server {
                 "--max-connections",
                 &max,
             ]);
+            // Servers from before these limits (the baseline) do not know their flags.
+            if knows_limits(&options.server) {
+                command.args(loadgen::LOAD_LIMITS);
+            }
         }
         let (child, addr) = loadgen::spawn_server(command).unwrap_or_else(|e| {
             panic!(
@@ -115,6 +119,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the server at `path` has per-address and sender limits (its help names them).
+fn knows_limits(path: &str) -> bool {
+    Command::new(path)
+        .arg("--help")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--messages-per-second"))
 }
 
 fn pin_self() {

@@ -138,6 +138,7 @@ fn welcome(mut stream: TcpStream) -> io::Result<Client> {
         last_id: 0,
         complete: true,
         members: &members,
+        people: 1,
     }
     .encode();
     let when = timestamp(SystemTime::now());
