@@ -39,7 +39,7 @@ const READ_BUFFER_BYTES: usize = 128;
 /// that is let go after each batch (see `coalesce`), so each batch is still one `write`.
 const WRITE_BUFFER_BYTES: usize = 0;
 /// Largest WebSocket frame we write; longer messages go as fragments (see [`fragments`]).
-pub const FRAGMENT_BYTES: usize = 2048;
+pub const FRAGMENT_BYTES: usize = 256;
 /// Longest a close handshake, or draining a misbehaving client, may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes read and discarded from a client after our close frame, before we close anyway.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// What one open connection is charged, whatever it does: its idle state (about 3.7 KB
 /// measured, BENCHMARKS.md), what tungstenite keeps of the largest fragment it wrote (at most
-/// `client::FRAGMENT_BYTES`, 2 KiB), and the write gatherer's buffer while a write waits
+/// `client::FRAGMENT_BYTES`, 256 B), and the write gatherer's buffer while a write waits
 /// (at most 4 KiB), rounded up.
 pub const CONNECTION_BYTES: u64 = 10 << 10;
 /// One filled queue slot: a shared frame handle and its share of the queue's ring.

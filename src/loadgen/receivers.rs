@@ -286,7 +286,8 @@ fn take(
     let mut at = 0;
     let mut frames = 0;
     while let Some(frame) = wire::parse(&mut buf[at..])? {
-        frames += 1;
+        // A message is counted once, at its last fragment; its first carries what is read.
+        frames += u64::from(frame.fin);
         let payload = &buf[at + frame.payload.start..at + frame.payload.end];
         match frame.opcode {
             wire::TEXT => receiver.text(payload, shared, latencies, joined),

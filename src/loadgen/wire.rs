@@ -25,12 +25,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest HTTP head either side accepts.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 
-/// One frame found by [`parse`]: its opcode, where its (unmasked) payload lies in the buffer,
-/// and how many bytes of the buffer it took.
+/// One frame found by [`parse`]: its opcode, whether it ends its message, where its (unmasked)
+/// payload lies in the buffer, and how many bytes of the buffer it took. The server sends long
+/// frames as fragments (a text frame, then continuations, opcode 0); a reader that only needs a
+/// message's start (its type, its send time) reads the first and counts messages by `fin`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame {
-    /// The frame's opcode.
+    /// The frame's opcode (0: the continuation of a fragmented message).
     pub opcode: u8,
+    /// The last frame of its message.
+    pub fin: bool,
     /// The payload's range in the parsed buffer.
     pub payload: Range<usize>,
     /// Bytes the whole frame took.
@@ -43,9 +47,7 @@ pub fn parse(buf: &mut [u8]) -> io::Result<Option<Frame>> {
     if buf.len() < 2 {
         return Ok(None);
     }
-    if buf[0] & 0x80 == 0 {
-        return Err(io::Error::other("fragmented frames are not expected here"));
-    }
+    let fin = buf[0] & 0x80 != 0;
     let opcode = buf[0] & 0x0F;
     let masked = buf[1] & 0x80 != 0;
     let (mut len, mut at) = (u64::from(buf[1] & 0x7F), 2);
@@ -82,6 +84,7 @@ pub fn parse(buf: &mut [u8]) -> io::Result<Option<Frame>> {
     }
     Ok(Some(Frame {
         opcode,
+        fin,
         payload: at..at + len,
         len: at + len,
     }))
@@ -255,8 +258,12 @@ mod tests {
     }
 
     #[test]
-    fn fragments_are_refused() {
-        assert!(parse(&mut [0x01, 0x01, b'x']).is_err());
+    fn fragments_are_read_one_by_one() {
+        let mut buf = [0x01, 0x01, b'x', 0x80, 0x01, b'y'];
+        let first = parse(&mut buf).unwrap().unwrap();
+        assert_eq!((first.opcode, first.fin, first.len), (TEXT, false, 3));
+        let rest = parse(&mut buf[3..]).unwrap().unwrap();
+        assert_eq!((rest.opcode, rest.fin, &buf[3..][rest.payload]), (0, true, &b"y"[..]));
     }
 
     #[test]
