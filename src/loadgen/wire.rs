@@ -263,7 +263,10 @@ mod tests {
         let first = parse(&mut buf).unwrap().unwrap();
         assert_eq!((first.opcode, first.fin, first.len), (TEXT, false, 3));
         let rest = parse(&mut buf[3..]).unwrap().unwrap();
-        assert_eq!((rest.opcode, rest.fin, &buf[3..][rest.payload]), (0, true, &b"y"[..]));
+        assert_eq!(
+            (rest.opcode, rest.fin, &buf[3..][rest.payload]),
+            (0, true, &b"y"[..])
+        );
     }
 
     #[test]

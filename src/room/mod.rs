@@ -370,15 +370,20 @@ impl Room {
             mentions: &mentions,
         }
         .encode_metered(&self.shared.meter);
+        self.keep(id, &frame);
+        self.broadcast(frame, Delivery::Every);
+    }
+
+    /// Keeps a stamped message (`id`, the room's next) in the history and on disk.
+    fn keep(&mut self, id: u64, frame: &Encoded) {
         if let Some(store) = &self.shared.store {
-            store.append(&self.name, &frame);
+            store.append(&self.name, frame);
         }
         self.history.push(Entry {
             id,
             frame: frame.clone(),
         });
         self.shared.stats.message();
-        self.broadcast(frame, Delivery::Every);
     }
 
     /// Offers `frame` to every member without waiting; drops those that cannot take it.

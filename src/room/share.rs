@@ -7,7 +7,6 @@
 //! bytes never reach the disk) and again as the file is announced.
 
 use super::{Delivery, Event, Registry, Room};
-use crate::history::Entry;
 use crate::message::{timestamp, Encoded, FileRef, Outbound};
 use async_channel::Sender;
 use std::fmt;
@@ -132,14 +131,7 @@ impl Room {
             },
         }
         .encode_metered(&self.shared.meter);
-        if let Some(store) = &self.shared.store {
-            store.append(&self.name, &frame);
-        }
-        self.history.push(Entry {
-            id,
-            frame: frame.clone(),
-        });
-        self.shared.stats.message();
+        self.keep(id, &frame);
         // The uploader hears first, so its answer never waits on the broadcast's drops.
         let _ = reply.try_send(Ok(Some(frame.clone())));
         self.broadcast(frame, Delivery::Every);
