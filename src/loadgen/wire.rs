@@ -3,7 +3,8 @@
 //! thousand receivers through one poller instead of a task and a reactor wake-up per socket,
 //! so the generator costs less per message than the server it measures.
 //!
-//! Only what smolchat and the floor server send is handled: unfragmented frames.
+//! Only what smolchat and the floor server send is handled: single frames, and fragmented
+//! messages frame by frame (a reader that needs only the start of a message reads the first).
 
 use async_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 use std::io::{self, Read, Write};
