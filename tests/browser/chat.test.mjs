@@ -2,57 +2,14 @@
 // Chromium by playwright-core. Run with `npm test` here, after `cargo build` (or set
 // SMOLCHAT_BIN). Every wait is on something the page shows, bounded by a timeout.
 
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { STEP, launch, startServer, stopServer } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BINARY = process.env.SMOLCHAT_BIN || join(here, "../../target/debug/smolchat");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const STEP = 20000; // the longest any one wait may take
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const servers = [];
-after(async () => {
-  await browser.close();
-  for (const server of servers) server.child.kill("SIGKILL");
-});
-
-/** Starts smolchat; resolves once it logs its address. */
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BINARY, ["--threads", "2", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    const server = { child, exited: new Promise((done) => child.on("exit", (code) => done(code))) };
-    servers.push(server);
-    const timer = setTimeout(() => reject(new Error("smolchat did not start")), STEP);
-    createInterface({ input: child.stderr }).on("line", (line) => {
-      const match = line.match(/listening on http:\/\/(\S+)/);
-      if (match) {
-        clearTimeout(timer);
-        server.origin = `http://${match[1]}`;
-        server.addr = match[1];
-        resolve(server);
-      }
-    });
-    child.on("error", reject);
-  });
-}
-
-async function stopServer(server) {
-  server.child.kill("SIGTERM");
-  assert.equal(await server.exited, 0);
-}
+const browser = await launch();
 
 /** A new browser session (own cookies), signed in as `name`, on `path`. */
 async function signedIn(server, name, path = "/") {

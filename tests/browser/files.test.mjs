@@ -2,48 +2,14 @@
 // another sees its preview and opens it; the photo arrives shrunk to 1600 px. The photo is made
 // in the test by a canvas in the page (no image files are shipped).
 
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { STEP, launch, startServer } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BINARY = process.env.SMOLCHAT_BIN || join(here, "../../target/debug/smolchat");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const STEP = 20000;
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const children = [];
-after(async () => {
-  await browser.close();
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BINARY, ["--threads", "2", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    children.push(child);
-    const timer = setTimeout(() => reject(new Error("smolchat did not start")), STEP);
-    createInterface({ input: child.stderr }).on("line", (line) => {
-      const match = line.match(/listening on http:\/\/(\S+)/);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, origin: `http://${match[1]}` });
-      }
-    });
-    child.on("error", reject);
-  });
-}
+const browser = await launch();
 
 async function signedIn(server, name) {
   const context = await browser.newContext();

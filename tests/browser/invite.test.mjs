@@ -1,52 +1,18 @@
 // Browser tests for the invite: the QR codes on the page decode (with zbarimg, a real decoder)
 // to the room's URL and the Wi-Fi fields, and the printable card fits one page.
 
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
-import { chromium, devices } from "playwright-core";
+import { join } from "node:path";
+import { STEP, launch, startServer } from "./harness.mjs";
+import { devices } from "playwright-core";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BINARY = process.env.SMOLCHAT_BIN || join(here, "../../target/debug/smolchat");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const STEP = 20000;
 const phone = { ...devices["Pixel 5"], defaultBrowserType: undefined };
 delete phone.defaultBrowserType;
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const servers = [];
-after(async () => {
-  await browser.close();
-  for (const server of servers) server.child.kill("SIGKILL");
-});
-
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BINARY, ["--threads", "2", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    const server = { child };
-    servers.push(server);
-    const timer = setTimeout(() => reject(new Error("smolchat did not start")), STEP);
-    createInterface({ input: child.stderr }).on("line", (line) => {
-      const match = line.match(/listening on http:\/\/(\S+)/);
-      if (match) {
-        clearTimeout(timer);
-        server.origin = `http://${match[1]}`;
-        resolve(server);
-      }
-    });
-    child.on("error", reject);
-  });
-}
+const browser = await launch();
 
 async function phoneSignedIn(server, name, path) {
   const context = await browser.newContext({ ...phone });

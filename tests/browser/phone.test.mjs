@@ -1,55 +1,21 @@
 // Browser tests for phones: links and mentions, attention on a mention, the web app manifest,
 // and an automated accessibility check (axe-core), in a phone viewport with touch.
 
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
-import { chromium, devices } from "playwright-core";
+import { join } from "node:path";
+import { STEP, launch, startServer } from "./harness.mjs";
+import { devices } from "playwright-core";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BINARY = process.env.SMOLCHAT_BIN || join(here, "../../target/debug/smolchat");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const STEP = 20000;
-const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const phone = { ...devices["Pixel 5"] };
 delete phone.defaultBrowserType;
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    // A name for the loopback server that is not "potentially trustworthy", like a LAN address.
-    "--host-resolver-rules=MAP chat.test 127.0.0.1"],
-});
-const servers = [];
-after(async () => {
-  await browser.close();
-  for (const server of servers) server.child.kill("SIGKILL");
-});
-
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BINARY, ["--threads", "2", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    const server = { child };
-    servers.push(server);
-    const timer = setTimeout(() => reject(new Error("smolchat did not start")), STEP);
-    createInterface({ input: child.stderr }).on("line", (line) => {
-      const match = line.match(/listening on http:\/\/(\S+)/);
-      if (match) {
-        clearTimeout(timer);
-        server.origin = `http://${match[1]}`;
-        resolve(server);
-      }
-    });
-    child.on("error", reject);
-  });
-}
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const browser = await launch([
+  // A name for the loopback server that is not "potentially trustworthy", like a LAN address.
+  "--host-resolver-rules=MAP chat.test 127.0.0.1",
+]);
 
 /** A phone session signed in as `name`; counts the tones the page starts. */
 async function phoneSignedIn(server, name, path = "/", options = {}) {
