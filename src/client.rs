@@ -10,7 +10,7 @@
 //! own: the room keeps time for all its members (see `room`), which keeps an idle connection
 //! small.
 
-use crate::message::{inbound_text, Encoded, Outbound};
+use crate::message::{self, Encoded, Inbound, Outbound};
 use crate::meter::{Charge, Meter, SLOT_BYTES};
 use crate::queue::{Batch, Dismissal, Next, Pushed, Queue};
 use crate::room::limits::{Bucket, SenderLimit, Take};
@@ -80,14 +80,25 @@ pub struct Client {
     pub person: u64,
     /// The newest message id the client already has.
     pub since: Option<u64>,
+    /// Where it connects from (for bans by address).
+    pub address: Option<std::net::IpAddr>,
+    /// Signed in as a host.
+    pub host: bool,
 }
 
 /// Close code for a refused join: the name is taken in this room (an application code, in the
 /// 4000–4999 range RFC 6455 leaves to applications; 409 as in HTTP's Conflict).
 pub const NAME_TAKEN: u16 = 4409;
 
+/// Close code for a person a host kicked or banned (4403, as HTTP's Forbidden); the reason
+/// says why, and the page does not reconnect.
+pub const SHUT_OUT: u16 = 4403;
+
+/// Longest close reason: a close frame's payload is at most 125 bytes, two of them the code.
+const CLOSE_REASON_BYTES: usize = 123;
+
 /// A close frame the writer must send: code and reason. `None`: close without sending one.
-type Close = Option<(CloseCode, &'static str)>;
+type Close = Option<(CloseCode, Utf8Bytes)>;
 
 /// A client's WebSocket once the upgrade completes (`None` if it never did). Boxed: a
 /// future's arguments stay in its state for its whole life, so they are kept small.
@@ -144,6 +155,8 @@ where
         name: client.name.clone(),
         person: client.person,
         since: client.since,
+        address: client.address,
+        host: client.host,
         outbox,
     };
     // Cold paths are boxed: an async fn's state is as large as its largest await point, and
@@ -234,8 +247,8 @@ async fn finish<S>(
 {
     let sink = match first {
         Ended::Reader(close) => {
-            if let Some((code, reason)) = close {
-                log::info!("{}: closing {}: {reason}", client.peer, u16::from(code));
+            if let Some((code, reason)) = &close {
+                log::info!("{}: closing {}: {reason}", client.peer, u16::from(*code));
             }
             // First tell the writer, then leave: leaving closes the frame queue, and the writer
             // must already know which close frame that means.
@@ -311,22 +324,31 @@ where
         let item = stream.next().await;
         // For the room's keepalive: anything the client sends, a pong included, shows it is there.
         reader.queue.heard();
-        // Only the text outlives this match, so the frame is not kept across the await below.
-        let text = match item {
+        // Only what it says outlives this match, so the frame is not kept across the awaits.
+        let said = match item {
             None => return None,
             Some(Ok(Message::Text(frame))) => {
                 inbound.at_least(frame.len() as u64);
-                inbound_text(&frame)
+                message::inbound(&frame)
             }
             Some(Ok(Message::Binary(_))) => {
-                return Some((CloseCode::Unsupported, "binary frames are not supported"));
+                return Some((
+                    CloseCode::Unsupported,
+                    Utf8Bytes::from_static("binary frames are not supported"),
+                ));
             }
             // Pings are answered and closes acknowledged by tungstenite itself.
             Some(Ok(_)) => continue,
             Some(Err(error)) => return close_for(&error, reader.limits),
         };
-        if text.trim().is_empty() {
-            continue;
+        match &said {
+            Inbound::Say(text) if text.trim().is_empty() => continue,
+            Inbound::Unreadable(why) => {
+                let text = format!("This request cannot be read: {why}.");
+                tell(&reader, "bad_action", &text);
+                continue;
+            }
+            _ => {}
         }
         match bucket.take(&limit, Instant::now()) {
             Take::Go => {}
@@ -342,11 +364,29 @@ where
                 );
                 return Some((
                     CloseCode::Policy,
-                    "flooding: too many messages for too long",
+                    Utf8Bytes::from_static("flooding: too many messages for too long"),
                 ));
             }
         }
-        Box::pin(reader.member.say(text)).await;
+        match said {
+            Inbound::Say(text) => Box::pin(reader.member.say(text)).await,
+            Inbound::Act(action) => Box::pin(reader.member.act(action)).await,
+            Inbound::Unreadable(_) => {}
+        }
+    }
+}
+
+/// Sends this client alone an `error` frame.
+fn tell(reader: &Reader<'_>, code: &str, text: &str) {
+    let notice = Outbound::Error {
+        room: &reader.client.room,
+        code,
+        text,
+    }
+    .encode();
+    let limit = reader.limits.queue + reader.limits.history + 1;
+    if let Pushed::Queued(_) = reader.queue.push_within(notice, limit) {
+        reader.meter.charge(SLOT_BYTES);
     }
 }
 
@@ -364,16 +404,7 @@ async fn hold_back(reader: &Reader<'_>, wait: Duration, first: bool) {
             "You are sending faster than {} messages a second: your messages are held back.",
             reader.limits.sender.per_second
         );
-        let notice = Outbound::Error {
-            room: &reader.client.room,
-            code: "slow_down",
-            text: &text,
-        }
-        .encode();
-        let limit = reader.limits.queue + reader.limits.history + 1;
-        if let Pushed::Queued(_) = reader.queue.push_within(notice, limit) {
-            reader.meter.charge(SLOT_BYTES);
-        }
+        tell(reader, "slow_down", &text);
     }
     Timer::after(wait).await;
 }
@@ -386,10 +417,16 @@ fn close_for(error: &WsError, limits: &Limits) -> Close {
                 "inbound limit is {} bytes: {error}",
                 limits.max_message_bytes
             );
-            Some((CloseCode::Size, "message too big"))
+            Some((CloseCode::Size, Utf8Bytes::from_static("message too big")))
         }
-        WsError::Utf8(_) => Some((CloseCode::Invalid, "text frame is not valid UTF-8")),
-        WsError::Protocol(_) => Some((CloseCode::Protocol, "WebSocket protocol error")),
+        WsError::Utf8(_) => Some((
+            CloseCode::Invalid,
+            Utf8Bytes::from_static("text frame is not valid UTF-8"),
+        )),
+        WsError::Protocol(_) => Some((
+            CloseCode::Protocol,
+            Utf8Bytes::from_static("WebSocket protocol error"),
+        )),
         _ => None,
     }
 }
@@ -439,10 +476,7 @@ where
     // client's close once this task ends: from then on the client may see the end.
     drop(lease);
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
+        let frame = CloseFrame { code, reason };
         // Ignored on purpose: a client that cannot take a close frame in time is dropped anyway.
         // Boxed: it happens once, and the writer's state would otherwise be sized for it.
         let _ = Box::pin(or(
@@ -460,13 +494,26 @@ where
 /// The close frame for each reason a room lets a member go.
 impl From<Dismissal> for Close {
     fn from(why: Dismissal) -> Close {
-        Some(match why {
+        let (code, reason) = match why {
             Dismissal::TooSlow => (CloseCode::Policy, "too slow: message queue full"),
             Dismissal::Silent => (CloseCode::Away, "no pong within the keepalive limit"),
             Dismissal::ShuttingDown => (CloseCode::Away, "server shutting down"),
             Dismissal::OverBudget => (CloseCode::Policy, "too far behind while memory is short"),
-        })
+            Dismissal::ShutOut(reason) => {
+                return Some((CloseCode::from(SHUT_OUT), close_reason(&reason)));
+            }
+        };
+        Some((code, Utf8Bytes::from_static(reason)))
     }
+}
+
+/// `reason` cut to fit a close frame, at a character boundary.
+fn close_reason(reason: &str) -> Utf8Bytes {
+    let mut end = reason.len().min(CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Utf8Bytes::from(reason[..end].to_owned())
 }
 
 /// Runs one write, abandoning it if told to stop meanwhile (a stalled socket never finishes).

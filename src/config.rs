@@ -36,6 +36,12 @@ OPTIONS:
   --history N               messages each room keeps and replays to newcomers [default: 200]
   --passcode CODE           require this passcode to chat (visible in ps: prefer the file)
   --passcode-file FILE      read the passcode from the first line of FILE
+  --admin-passcode CODE     whoever signs in with this passcode is a host and may moderate
+                            (visible in ps: prefer the file) [default: no hosts]
+  --admin-passcode-file FILE
+                            read the admin passcode from the first line of FILE
+  --delete-window DURATION  how long authors may delete their own messages, e.g. 10m,
+                            90s, or 0 for never [default: 10m]
   --secret-file FILE        key that signs session cookies [default: DIR/secret.key, made
                             at first start]
   --messages-per-second N   messages one connection may post per second once its burst is
@@ -91,6 +97,10 @@ pub struct Config {
     pub history: usize,
     /// The passcode everyone must know, if any.
     pub passcode: Option<String>,
+    /// The passcode that makes a host, if any (without it there are no hosts).
+    pub admin_passcode: Option<String>,
+    /// How long an author may delete their own message.
+    pub delete_window: Duration,
     /// Where the session-signing key is; default `data_dir/secret.key`.
     pub secret_file: Option<PathBuf>,
     /// Narrate room events to stdout.
@@ -142,6 +152,8 @@ impl Default for Config {
             data_dir: Some(PathBuf::from("data")),
             history: 200,
             passcode: None,
+            admin_passcode: None,
+            delete_window: Duration::from_secs(600),
             secret_file: None,
             trace: false,
             log_level: log::LevelFilter::Info,
@@ -188,7 +200,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 25] = [
+const VALUE_OPTIONS: [(&str, &str); 28] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -203,6 +215,9 @@ const VALUE_OPTIONS: [(&str, &str); 25] = [
     ("history", "--history"),
     ("passcode", "--passcode"),
     ("passcode-file", "--passcode-file"),
+    ("admin-passcode", "--admin-passcode"),
+    ("admin-passcode-file", "--admin-passcode-file"),
+    ("delete-window", "--delete-window"),
     ("secret-file", "--secret-file"),
     ("memory-budget", "--memory-budget"),
     ("messages-per-second", "--messages-per-second"),
@@ -232,6 +247,8 @@ const PER_ADDRESS_LIMIT: usize = 1_000_000;
 const MAX_FILE_BYTES_LIMIT: u64 = 4 << 30;
 /// Largest accepted `--file-days`: ten years.
 const FILE_DAYS_LIMIT: usize = 3650;
+/// Longest accepted `--delete-window`: a day.
+const DELETE_WINDOW_LIMIT: Duration = Duration::from_secs(86_400);
 /// Longest passcode, in bytes.
 const PASSCODE_LIMIT: usize = 256;
 
@@ -388,6 +405,13 @@ impl Settings {
                     .map_err(|e| format!("cannot read {value}: {e}"))?;
                 c.passcode = Some(parse_passcode(text.lines().next().unwrap_or(""))?);
             }
+            "admin-passcode" => c.admin_passcode = Some(parse_passcode(value)?),
+            "admin-passcode-file" => {
+                let text = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                c.admin_passcode = Some(parse_passcode(text.lines().next().unwrap_or(""))?);
+            }
+            "delete-window" => c.delete_window = parse_duration(value, DELETE_WINDOW_LIMIT)?,
             "secret-file" => c.secret_file = Some(PathBuf::from(value)),
             "memory-budget" => {
                 let bytes = parse_size(value)?;
@@ -534,6 +558,29 @@ impl Budget {
     }
 }
 
+/// A duration such as `90s`, `10m`, `1h`, or a bare number of seconds; at most `limit`.
+fn parse_duration(value: &str, limit: Duration) -> Result<Duration, String> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("'{value}' is not a duration like 90s, 10m or 1h")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a duration like 90s, 10m or 1h"))?;
+    let duration = Duration::from_secs(n.saturating_mul(scale));
+    if duration > limit {
+        return Err(format!("'{value}' is longer than {} s", limit.as_secs()));
+    }
+    Ok(duration)
+}
+
 fn parse_passcode(value: &str) -> Result<String, String> {
     let code = value.trim();
     if code.is_empty() {
@@ -636,6 +683,30 @@ mod tests {
         assert!(run(&["--messages-per-second", "0"]).is_err());
         assert!(run(&["--message-burst", "x"]).is_err());
         assert!(run(&["--flood-patience", "0"]).is_err());
+    }
+
+    #[test]
+    fn hosts_and_the_delete_window() {
+        let file = temp_file("admin", "host code\n");
+        let c = run(&[
+            "--admin-passcode-file",
+            file.to_str().unwrap(),
+            "--delete-window",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.admin_passcode.as_deref(), Some("host code"));
+        assert_eq!(c.delete_window, Duration::from_secs(90));
+        assert_eq!(run(&[]).unwrap().admin_passcode, None);
+        assert_eq!(run(&[]).unwrap().delete_window, Duration::from_secs(600));
+        for (given, secs) in [("0", 0), ("10m", 600), ("1h", 3600), ("45", 45)] {
+            let c = run(&["--delete-window", given]).unwrap();
+            assert_eq!(c.delete_window, Duration::from_secs(secs), "{given}");
+        }
+        for bad in ["10 minutes", "-1", "2d", "25h", ""] {
+            assert!(run(&["--delete-window", bad]).is_err(), "{bad}");
+        }
+        assert!(run(&["--admin-passcode", " "]).is_err());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.
-//! - `message`: the wire protocol.
+//! - `message/`: the wire protocol (outbound frames, inbound text and actions, names, time).
+//! - `moderation/`: the hosts' book: bans, mutes, locks, announcements, kept crash-safe.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
 //! - [`trace`]: the book's tracer.
@@ -35,6 +36,7 @@ pub mod invite;
 pub mod loadgen;
 mod message;
 pub mod meter;
+mod moderation;
 mod queue;
 mod room;
 pub mod server;

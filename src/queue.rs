@@ -93,7 +93,7 @@ pub enum Pushed {
 }
 
 /// Why a room lets a member go; the client turns it into a close frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dismissal {
     /// Its queue was full: it reads too slowly.
     TooSlow,
@@ -103,6 +103,8 @@ pub enum Dismissal {
     ShuttingDown,
     /// Memory is short and it is far behind.
     OverBudget,
+    /// A host kicked or banned the person, for this reason.
+    ShutOut(std::sync::Arc<str>),
 }
 
 /// The room's side of a client's queue, without the client's stop-word type.

@@ -10,6 +10,7 @@ use crate::files::{self, Files};
 use crate::history::Store;
 use crate::invite::Invite;
 use crate::meter::Meter;
+use crate::moderation::Moderation;
 use crate::room::limits::SenderLimit;
 use crate::room::{self, Keepalive, Registry};
 use crate::session::{self, Sessions};
@@ -61,7 +62,15 @@ impl Server {
             (None, Some(dir)) => session::load_or_create_secret(&dir.join("secret.key"))?,
             (None, None) => session::new_secret(),
         };
-        let sessions = Arc::new(Sessions::new(&secret, config.passcode.as_deref()));
+        let sessions = Arc::new(Sessions::new(
+            &secret,
+            config.passcode.as_deref(),
+            config.admin_passcode.as_deref(),
+        ));
+        let moderation = Arc::new(Moderation::open(
+            config.data_dir.as_deref(),
+            config.delete_window,
+        )?);
         let files = match (&config.data_dir, config.files) {
             (Some(dir), true) => Some(Arc::new(Files::open(
                 dir,
@@ -100,6 +109,8 @@ impl Server {
                         ping_interval: config.ping_interval,
                         pong_wait: config.pong_wait,
                     },
+                    moderation: moderation.clone(),
+                    files: files.clone(),
                 },
                 signal.clone(),
             ),
@@ -121,6 +132,8 @@ impl Server {
             alive: alive_tx,
             sessions,
             passcode: config.passcode.as_deref().map(Arc::from),
+            admin_passcode: config.admin_passcode.as_deref().map(Arc::from),
+            moderation,
             login_failures: Default::default(),
             sockets: addresses::Concurrent::new(config.max_sockets_per_address),
             sign_ins: Arc::new(addresses::PerWindow::per_minute(config.sign_ins_per_minute)),

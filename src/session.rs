@@ -1,9 +1,9 @@
 //! Who is who, without the internet: a display name in an HMAC-signed cookie.
 //!
-//! The cookie holds a random person id and the name; the `cookie` crate signs it with
-//! HMAC-SHA256 under a key derived from the server's secret and the passcode. An altered or
-//! forged cookie fails the signature and counts as no cookie, and changing the passcode signs
-//! everybody out. The secret is 64 random bytes, kept in a file made at first start (mode 0600).
+//! The cookie holds a random person id, the name and whether this is a host; the `cookie`
+//! crate signs it with HMAC-SHA256 under a key derived from the server's secret and the
+//! passcodes. An altered or forged cookie fails the signature and counts as no cookie, and
+//! changing either passcode signs everybody out. The secret is 64 random bytes, kept in a file made at first start (mode 0600).
 
 use http_types::cookies::{Cookie, CookieJar, Key, SameSite};
 use std::fs;
@@ -24,6 +24,8 @@ pub struct Session {
     pub person: u64,
     /// The display name, already checked.
     pub name: String,
+    /// Signed in with the admin passcode: may moderate.
+    pub host: bool,
 }
 
 /// Issues and checks session cookies.
@@ -32,11 +34,16 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Sessions signed with a key derived from `secret` (at least 32 bytes) and `passcode`.
-    pub fn new(secret: &[u8], passcode: Option<&str>) -> Sessions {
+    /// Sessions signed with a key derived from `secret` (at least 32 bytes), `passcode` and
+    /// the hosts' `admin` passcode.
+    pub fn new(secret: &[u8], passcode: Option<&str>, admin: Option<&str>) -> Sessions {
         let mut master = secret.to_vec();
         if let Some(code) = passcode {
             master.extend_from_slice(b"\0passcode\0");
+            master.extend_from_slice(code.as_bytes());
+        }
+        if let Some(code) = admin {
+            master.extend_from_slice(b"\0admin\0");
             master.extend_from_slice(code.as_bytes());
         }
         Sessions {
@@ -46,7 +53,12 @@ impl Sessions {
 
     /// A `Set-Cookie` value for `session`.
     pub fn issue(&self, session: &Session) -> String {
-        let value = format!("{:016x}.{}", session.person, hex(session.name.as_bytes()));
+        let host = if session.host { ".host" } else { "" };
+        let value = format!(
+            "{:016x}.{}{host}",
+            session.person,
+            hex(session.name.as_bytes())
+        );
         let mut jar = CookieJar::new();
         jar.signed(&self.key).add(Cookie::new(COOKIE, value));
         let mut cookie = jar.get(COOKIE).expect("just added").clone();
@@ -72,10 +84,15 @@ impl Sessions {
         let mut jar = CookieJar::new();
         jar.add_original(Cookie::new(COOKIE, raw.to_owned()));
         let verified = jar.signed(&self.key).get(COOKIE)?;
-        let (person, name) = verified.value().split_once('.')?;
-        let person = u64::from_str_radix(person, 16).ok()?;
-        let name = String::from_utf8(unhex(name)?).ok()?;
-        Some(Session { person, name })
+        let mut parts = verified.value().split('.');
+        let person = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let name = String::from_utf8(unhex(parts.next()?)?).ok()?;
+        let host = match parts.next() {
+            None => false,
+            Some("host") => true,
+            Some(_) => return None,
+        };
+        Some(Session { person, name, host })
     }
 }
 
@@ -150,24 +167,29 @@ mod tests {
 
     #[test]
     fn a_signed_cookie_round_trips() {
-        let sessions = Sessions::new(&new_secret(), None);
+        let sessions = Sessions::new(&new_secret(), None, Some("admin"));
         let ann = Session {
             person: 0xfeed,
             name: "Ann Lee ✓".into(),
+            host: false,
         };
         let set = sessions.issue(&ann);
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"));
         let header = format!("other=1; {}; x=y", cookie_header(&set));
-        assert_eq!(sessions.verify(&header), Some(ann));
+        assert_eq!(sessions.verify(&header), Some(ann.clone()));
+        let host = Session { host: true, ..ann };
+        let header = cookie_header(&sessions.issue(&host));
+        assert_eq!(sessions.verify(&header), Some(host));
     }
 
     #[test]
     fn altered_forged_and_foreign_cookies_are_rejected() {
         let secret = new_secret();
-        let sessions = Sessions::new(&secret, None);
+        let sessions = Sessions::new(&secret, None, None);
         let header = cookie_header(&sessions.issue(&Session {
             person: 1,
             name: "ann".into(),
+            host: false,
         }));
         // Change the name part ("ann" → "bob") and keep the signature.
         let forged = header.replace(&hex(b"ann"), &hex(b"bob"));
@@ -179,11 +201,25 @@ mod tests {
             None
         );
         // Signed by another server, or before the passcode changed.
-        assert_eq!(Sessions::new(&new_secret(), None).verify(&header), None);
         assert_eq!(
-            Sessions::new(&secret, Some("new code")).verify(&header),
+            Sessions::new(&new_secret(), None, None).verify(&header),
             None
         );
+        assert_eq!(
+            Sessions::new(&secret, Some("new code"), None).verify(&header),
+            None
+        );
+        assert_eq!(
+            Sessions::new(&secret, None, Some("admin")).verify(&header),
+            None
+        );
+        // A guest cannot make itself a host: the flag is under the signature.
+        let (name, value) = header.split_once('=').unwrap();
+        let promoted = format!(
+            "{name}={}",
+            value.replacen(&hex(b"ann"), &format!("{}.host", hex(b"ann")), 1)
+        );
+        assert_eq!(sessions.verify(&promoted), None);
         assert_eq!(sessions.verify("unrelated=1"), None);
     }
 

@@ -15,6 +15,50 @@ pub struct Stats {
     flooders_closed: AtomicU64,
     dropped_for_backlog: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
+    moderated: [AtomicU64; MODERATED.len()],
+}
+
+/// Host actions counted for `/healthz`, in the order of [`Moderated`]'s fields (`own_delete`:
+/// an author deleting their own message).
+pub const MODERATED: [&str; 11] = [
+    "delete",
+    "own_delete",
+    "kick",
+    "mute",
+    "unmute",
+    "ban",
+    "unban",
+    "lock",
+    "unlock",
+    "announce",
+    "clear",
+];
+
+/// Host actions since start, per kind (`/healthz` shows them as the object `moderated`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Moderated {
+    /// Messages a host deleted.
+    pub delete: u64,
+    /// Messages their authors deleted.
+    pub own_delete: u64,
+    /// People kicked.
+    pub kick: u64,
+    /// Mutes given.
+    pub mute: u64,
+    /// Mutes lifted.
+    pub unmute: u64,
+    /// Bans given.
+    pub ban: u64,
+    /// Bans lifted.
+    pub unban: u64,
+    /// Rooms locked.
+    pub lock: u64,
+    /// Rooms unlocked.
+    pub unlock: u64,
+    /// Announcements made or taken down.
+    pub announce: u64,
+    /// Histories cleared.
+    pub clear: u64,
 }
 
 /// A copy of the counters at one moment.
@@ -38,6 +82,8 @@ pub struct Snapshot {
     pub dropped_for_backlog: u64,
     /// Requests refused by a limit since start, per reason.
     pub refused: Refused,
+    /// Host actions since start, per kind.
+    pub moderated: Moderated,
 }
 
 /// Why a request was refused by a limit.
@@ -57,11 +103,13 @@ pub enum Refusal {
     Origin,
     /// A WebSocket while the accounted memory is near `--memory-budget` (503).
     Memory,
+    /// A banned session or address at the door: sign-in, page or WebSocket (403).
+    Banned,
 }
 
 impl Refusal {
     /// Every reason, in the order of [`Refused`]'s fields.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Connections,
         Refusal::PerAddress,
         Refusal::NewRoom,
@@ -69,6 +117,7 @@ impl Refusal {
         Refusal::Passcode,
         Refusal::Origin,
         Refusal::Memory,
+        Refusal::Banned,
     ];
 }
 
@@ -89,6 +138,8 @@ pub struct Refused {
     pub origin: u64,
     /// Near the memory budget.
     pub memory: u64,
+    /// Banned.
+    pub banned: u64,
 }
 
 impl Stats {
@@ -135,6 +186,12 @@ impl Stats {
     pub fn dropped_for_backlog(&self) {
         self.dropped_for_backlog.fetch_add(1, Relaxed);
     }
+    /// Counts a host action (one of [`MODERATED`]; others are ignored).
+    pub fn moderated(&self, kind: &str) {
+        if let Some(at) = MODERATED.iter().position(|k| *k == kind) {
+            self.moderated[at].fetch_add(1, Relaxed);
+        }
+    }
     /// Counts a refusal. True when it deserves a warning in the log: the 1st, 2nd, 4th, 8th...
     /// of its reason, so a flood costs a few lines (each line gives the count so far, and
     /// `/healthz` the exact figures).
@@ -163,6 +220,23 @@ impl Stats {
                     passcode: count(Refusal::Passcode),
                     origin: count(Refusal::Origin),
                     memory: count(Refusal::Memory),
+                    banned: count(Refusal::Banned),
+                }
+            },
+            moderated: {
+                let count = |kind: usize| self.moderated[kind].load(Relaxed);
+                Moderated {
+                    delete: count(0),
+                    own_delete: count(1),
+                    kick: count(2),
+                    mute: count(3),
+                    unmute: count(4),
+                    ban: count(5),
+                    unban: count(6),
+                    lock: count(7),
+                    unlock: count(8),
+                    announce: count(9),
+                    clear: count(10),
                 }
             },
         }

@@ -8,7 +8,7 @@
 //! a write at once is simply disconnected.
 
 use super::wire;
-use crate::message::{inbound_text, timestamp, Outbound};
+use crate::message::{inbound, timestamp, Inbound, Outbound};
 use polling::{Event, Events, PollMode, Poller};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -92,7 +92,11 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
                 match frame.opcode {
                     wire::TEXT => {
                         last_id += 1;
-                        let text = inbound_text(std::str::from_utf8(payload).unwrap_or(""));
+                        // The floor only relays chat; anything else relays as nothing.
+                        let text = match inbound(std::str::from_utf8(payload).unwrap_or("")) {
+                            Inbound::Say(text) => text,
+                            _ => String::new(),
+                        };
                         let when = timestamp(SystemTime::now());
                         let json = Outbound::Message {
                             id: last_id,
@@ -139,6 +143,9 @@ fn welcome(mut stream: TcpStream) -> io::Result<Client> {
         complete: true,
         members: &members,
         people: 1,
+        locked: false,
+        host: false,
+        delete_window: 0,
     }
     .encode();
     let when = timestamp(SystemTime::now());

@@ -18,10 +18,12 @@
 //!
 //! Files: this one holds the loop and what it does with join / leave / forward; `registry`
 //! starts and ends rooms; `keepalive` pings and lets go; `presence` tells members who is here;
-//! `limits` is the sender's token bucket, kept by each client's reader.
+//! `limits` is the sender's token bucket, kept by each client's reader; `moderate` carries
+//! out what hosts (and authors deleting their own words) ask for.
 
 mod keepalive;
 pub mod limits;
+mod moderate;
 mod presence;
 mod registry;
 mod share;
@@ -33,7 +35,7 @@ pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
 pub use share::SharedFile;
 
-use crate::history::{Entry, Ring};
+use crate::history::{Entry, Origin, Ring};
 use crate::message::{mentions, timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::meter::SLOT_BYTES;
 use crate::queue::{Dismissal, FrameSink, Pushed};
@@ -44,9 +46,10 @@ use smol::future::or;
 use smol::stream::StreamExt;
 use smol::Timer;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
@@ -84,6 +87,10 @@ pub struct JoinRequest {
     pub person: u64,
     /// The newest message id the client has; it gets what came after. `None`: all history.
     pub since: Option<u64>,
+    /// Where the client connects from, if known (bans and mutes hold by address too).
+    pub address: Option<IpAddr>,
+    /// Signed in as a host: may act on the room, and writes when it is locked.
+    pub host: bool,
     /// Where the room delivers.
     pub outbox: Outbox,
 }
@@ -117,6 +124,13 @@ enum Event {
     Leave { id: ClientId },
     /// A client says something; the room stamps it and broadcasts it.
     Forward { id: ClientId, text: String },
+    /// A client asks the room to do something (`moderate.rs` checks whether it may).
+    Act {
+        id: ClientId,
+        action: Box<crate::message::Action>,
+    },
+    /// A host banned someone in another room: let their connections here go too.
+    Banish(Arc<moderate::Banished>),
     /// Someone asks for a page of the member list (names after `after`, at most `limit`).
     Members {
         after: Option<String>,
@@ -143,6 +157,10 @@ struct Seat {
     outbox: Outbox,
     /// A presence frame was skipped for this member; it is owed the whole list.
     stale: bool,
+    /// See [`JoinRequest::address`].
+    address: Option<IpAddr>,
+    /// See [`JoinRequest::host`].
+    host: bool,
 }
 
 /// Whether a broadcast may be skipped for a member that is falling behind.
@@ -173,14 +191,29 @@ struct Room {
     shutting_down: bool,
     /// Where the room publishes its head count for `/rooms`.
     people: Arc<AtomicUsize>,
+    /// Only hosts may write (kept in the moderation book, read at start).
+    locked: bool,
+    /// The standing announcement, sent to each member after the history.
+    announcement: Option<Encoded>,
     shared: Arc<Shared>,
 }
 
 impl Room {
     fn new(name: String, shared: Arc<Shared>, people: Arc<AtomicUsize>) -> Self {
         let history = Room::recall(&name, &shared);
+        let locked = shared.moderation.locked(&name);
+        let announcement = shared.moderation.announcement(&name).map(|a| {
+            Outbound::Notice {
+                room: &name,
+                text: &a.text,
+                when: &a.when,
+            }
+            .encode_metered(&shared.meter)
+        });
         Room {
             name,
+            locked,
+            announcement,
             members: HashMap::new(),
             presence: Presence::default(),
             next_anonymous: 1,
@@ -250,6 +283,8 @@ impl Room {
                 }
                 Wake::Event(Event::Leave { id }) => self.leave(id),
                 Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Event(Event::Act { id, action }) => self.act(id, *action).await,
+                Wake::Event(Event::Banish(banished)) => self.banish(&banished),
                 Wake::Event(Event::Members {
                     after,
                     limit,
@@ -284,6 +319,8 @@ impl Room {
             name,
             person,
             since,
+            address,
+            host,
             outbox,
             ..
         } = request;
@@ -305,6 +342,8 @@ impl Room {
                 person,
                 outbox,
                 stale: false,
+                address,
+                host,
             },
         );
         let first_tab = self.seat_presence(&name, person);
@@ -318,11 +357,17 @@ impl Room {
             complete: replay.complete,
             members: &members,
             people: self.presence.people(),
+            locked: self.locked,
+            host: seat.host,
+            delete_window: self.shared.moderation.delete_window.as_secs(),
         }
         .encode_metered(&self.shared.meter);
         // The queue has room for the whole history on top of its live share (see client.rs).
         let mut queued = 0;
-        for frame in std::iter::once(&welcome).chain(replay.entries.iter().map(|e| &e.frame)) {
+        let frames = std::iter::once(&welcome)
+            .chain(replay.entries.iter().map(|e| &e.frame))
+            .chain(self.announcement.as_ref());
+        for frame in frames {
             let pushed = seat
                 .outbox
                 .frames
@@ -355,6 +400,11 @@ impl Room {
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.
         };
+        if let Err((code, why)) = self.may_write(seat) {
+            self.tell(id, code, &why);
+            return;
+        }
+        let author = seat.person;
         self.shared
             .tracer
             .trace(format_args!("Message received: {text}"));
@@ -370,18 +420,23 @@ impl Room {
             mentions: &mentions,
         }
         .encode_metered(&self.shared.meter);
-        self.keep(id, &frame);
+        self.keep(id, &frame, author);
         self.broadcast(frame, Delivery::Every);
     }
 
-    /// Keeps a stamped message (`id`, the room's next) in the history and on disk.
-    fn keep(&mut self, id: u64, frame: &Encoded) {
+    /// Keeps a stamped message (`id`, the room's next, said by `author`) in the history and
+    /// on disk.
+    fn keep(&mut self, id: u64, frame: &Encoded, author: u64) {
         if let Some(store) = &self.shared.store {
             store.append(&self.name, frame);
         }
         self.history.push(Entry {
             id,
             frame: frame.clone(),
+            origin: Some(Origin {
+                person: author,
+                at: Instant::now(),
+            }),
         });
         self.shared.stats.message();
     }

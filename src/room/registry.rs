@@ -5,8 +5,11 @@
 use super::Keepalive;
 use super::ROOM_EVENT_QUEUE;
 use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
-use crate::history::{Entry, Ring, Store};
+use crate::files::Files;
+use crate::history::{Entry, Loaded, Ring, Store};
+use crate::message::Action;
 use crate::meter::Meter;
+use crate::moderation::Moderation;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::trace::Tracer;
@@ -29,6 +32,10 @@ pub struct Settings {
     pub store: Option<Arc<Store>>,
     /// How members are kept alive.
     pub keepalive: Keepalive,
+    /// What hosts decided: bans, mutes, locks, announcements.
+    pub moderation: Arc<Moderation>,
+    /// The shared files, so a removed message takes its file along.
+    pub files: Option<Arc<Files>>,
 }
 
 /// Starts rooms on demand and hands out memberships.
@@ -59,6 +66,8 @@ pub(super) struct Shared {
     pub(super) shutdown: shutdown::Signal,
     /// What the rooms' frames and queues hold, against the budget.
     pub(super) meter: Arc<Meter>,
+    pub(super) moderation: Arc<Moderation>,
+    pub(super) files: Option<Arc<Files>>,
 }
 
 /// One client's place in one room. Dropping it leaves the room (best effort; call
@@ -84,6 +93,8 @@ impl Registry {
             history,
             store,
             keepalive,
+            moderation,
+            files,
         } = settings;
         Registry {
             shared: Arc::new(Shared {
@@ -98,6 +109,8 @@ impl Registry {
                 keepalive,
                 shutdown,
                 meter,
+                moderation,
+                files,
             }),
         }
     }
@@ -206,6 +219,18 @@ impl Member {
         let _ = self.room.send(Event::Forward { id: self.id, text }).await;
     }
 
+    /// Asks the room to carry out `action` (it checks whether this member may).
+    pub async fn act(&self, action: Action) {
+        let action = Box::new(action);
+        let _ = self
+            .room
+            .send(Event::Act {
+                id: self.id,
+                action,
+            })
+            .await;
+    }
+
     /// Leaves the room, waiting until the room has the news.
     pub async fn leave(mut self) {
         self.left = true;
@@ -231,21 +256,22 @@ impl Room {
             return dormant.remove(at).expect("found just now").1;
         }
         drop(dormant);
-        let entries: Vec<Entry> = match &shared.store {
+        let loaded = match &shared.store {
             Some(store) => store.load(name).unwrap_or_else(|e| {
                 log::error!("room {name}: history not loaded: {e}");
-                Vec::new()
+                Loaded::default()
             }),
-            None => Vec::new(),
+            None => Loaded::default(),
         };
-        let entries = entries
+        let entries = loaded
+            .entries
             .into_iter()
             .map(|entry| Entry {
-                id: entry.id,
                 frame: entry.frame.charged_to(&shared.meter),
+                ..entry
             })
             .collect();
-        Ring::from_entries(shared.history, entries)
+        Ring::from_entries(shared.history, entries, loaded.last_id)
     }
 
     /// Removes the room from the registry unless a join is waiting; leaves the history behind.

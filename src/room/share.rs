@@ -30,15 +30,20 @@ pub struct SharedFile {
 }
 
 /// Why a file was not shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShareError {
     /// The person has no seat in the room (never joined, or left).
     NotMember,
+    /// The person is muted, or the room is locked: why, for them.
+    Refused(String),
 }
 
 impl fmt::Display for ShareError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("join the room before sharing into it")
+        match self {
+            ShareError::NotMember => f.write_str("join the room before sharing into it"),
+            ShareError::Refused(why) => f.write_str(why),
+        }
     }
 }
 
@@ -52,9 +57,9 @@ pub(super) struct Sharing {
 }
 
 impl Registry {
-    /// Whether `person` has a seat in `room` now.
-    pub async fn may_share(&self, room: &str, person: u64) -> bool {
-        self.ask(room, person, None).await.is_ok()
+    /// Whether `person` has a seat in `room` now, and may write there.
+    pub async fn may_share(&self, room: &str, person: u64) -> Result<(), ShareError> {
+        self.ask(room, person, None).await.map(drop)
     }
 
     /// Announces `file` in `room` as shared by `person`; returns the `file` frame.
@@ -66,7 +71,8 @@ impl Registry {
     ) -> Result<Encoded, ShareError> {
         match self.ask(room, person, Some(file)).await {
             Ok(Some(frame)) => Ok(frame),
-            Ok(None) | Err(_) => Err(ShareError::NotMember),
+            Ok(None) => Err(ShareError::NotMember),
+            Err(error) => Err(error),
         }
     }
 
@@ -107,6 +113,11 @@ impl Room {
             let _ = reply.try_send(Err(ShareError::NotMember));
             return;
         };
+        if let Err((_, why)) = self.may_write(seat) {
+            let _ = reply.try_send(Err(ShareError::Refused(why)));
+            return;
+        }
+        let author = seat.person;
         let Some(file) = file else {
             let _ = reply.try_send(Ok(None));
             return;
@@ -131,7 +142,7 @@ impl Room {
             },
         }
         .encode_metered(&self.shared.meter);
-        self.keep(id, &frame);
+        self.keep(id, &frame, author);
         // The uploader hears first, so its answer never waits on the broadcast's drops.
         let _ = reply.try_send(Ok(Some(frame.clone())));
         self.broadcast(frame, Delivery::Every);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::history::Store;
+use crate::moderation::Moderation;
 use crate::queue::{Next, Queue};
 use crate::shutdown;
 use crate::stats::Stats;
@@ -80,6 +81,8 @@ fn registry_with(
         history: 10,
         store,
         keepalive,
+        moderation: Arc::new(Moderation::open(None, Duration::from_secs(600)).expect("in memory")),
+        files: None,
     };
     Registry::new(
         executor.clone(),
@@ -131,6 +134,8 @@ async fn try_join(
         name: name.to_owned(),
         person,
         since,
+        address: None,
+        host: false,
         outbox,
     };
     let member = registry.join(request).await?;

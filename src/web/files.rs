@@ -121,11 +121,8 @@ async fn upload(mut req: Request<State>) -> tide::Result {
     };
     let name = clean_name(&raw_name);
     let registry = state.registry.clone();
-    if !registry.may_share(&room, session.person).await {
-        return Ok(plain(
-            StatusCode::Forbidden,
-            "join the room before sharing into it",
-        ));
+    if let Err(why) = registry.may_share(&room, session.person).await {
+        return Ok(plain(StatusCode::Forbidden, &why.to_string()));
     }
     let peer = req.peer_addr().unwrap_or("unknown").to_owned();
     let mut upload = match files.begin(&room, &name, size).await {

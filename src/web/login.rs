@@ -33,6 +33,8 @@ struct LoginPage<'a> {
     name: &'a str,
     next: &'a str,
     needs_passcode: bool,
+    /// There are hosts: offer the host passcode even where chatting needs none.
+    hosts: bool,
     error: Option<&'a str>,
     version: &'a str,
 }
@@ -74,6 +76,7 @@ pub(super) fn login_form(
         name,
         next: safe_next(next),
         needs_passcode: state.passcode.is_some(),
+        hosts: state.admin_passcode.is_some(),
         error,
         version: env!("CARGO_PKG_VERSION"),
     }
@@ -120,7 +123,19 @@ async fn login(mut req: Request<State>) -> tide::Result {
             )
         }
     };
-    if let Some(passcode) = &state.passcode {
+    let given = form.passcode.trim();
+    // Whoever knows the admin passcode is a host, and passes the room's passcode too.
+    let host = state
+        .admin_passcode
+        .as_deref()
+        .is_some_and(|admin| same_secret(given, admin));
+    // With hosts, a passcode given where none is needed is a try at the admin one, and counts.
+    let expected = match (&state.passcode, &state.admin_passcode) {
+        (Some(passcode), _) => Some(&**passcode),
+        (None, Some(_)) if !given.is_empty() => Some(""),
+        _ => None,
+    };
+    if let Some(passcode) = expected {
         if let Some(wait) = ip.and_then(|ip| locked_out(&state, ip)) {
             refuse(
                 &state,
@@ -131,7 +146,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
             let why = "Too many wrong passcodes.";
             return try_again_later(&state, &name, &form.next, why, wait);
         }
-        if !same_secret(form.passcode.trim(), passcode) {
+        if !host && !same_secret(given, passcode) {
             if let Some(ip) = ip {
                 count_failure(&state, ip);
             }
@@ -153,8 +168,21 @@ async fn login(mut req: Request<State>) -> tide::Result {
         }
     }
     // The same browser keeps its person id when it changes its name.
-    let person = session(&req).map_or_else(random_person, |s| s.person);
-    let cookie = state.sessions.issue(&Session { person, name });
+    let previous = session(&req);
+    if let Some(refusal) = super::banned(
+        &req,
+        previous
+            .as_ref()
+            .map(|s| Session { host, ..s.clone() })
+            .as_ref(),
+    ) {
+        return Ok(refusal);
+    }
+    let person = previous.map_or_else(random_person, |s| s.person);
+    if host {
+        log::info!("{peer}: {name} signed in as a host");
+    }
+    let cookie = state.sessions.issue(&Session { person, name, host });
     let mut res = Response::new(StatusCode::SeeOther);
     res.insert_header("Location", safe_next(&form.next));
     res.insert_header("Set-Cookie", cookie);

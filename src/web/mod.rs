@@ -69,6 +69,10 @@ pub struct State {
     pub sessions: Arc<Sessions>,
     /// The passcode, if the chat needs one.
     pub passcode: Option<Arc<str>>,
+    /// The passcode that makes a host, if there are hosts.
+    pub admin_passcode: Option<Arc<str>>,
+    /// Bans, mutes and locks, checked at the door.
+    pub moderation: Arc<crate::moderation::Moderation>,
     /// Wrong passcodes per address, for rate limiting.
     pub login_failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
     /// Open WebSockets per address, against `--max-sockets-per-address`.
@@ -139,6 +143,26 @@ fn session(req: &Request<State>) -> Option<Session> {
     header
         .iter()
         .find_map(|value| req.state().sessions.verify(value.as_str()))
+}
+
+/// A 403 for a banned session or address (sign-in, page, WebSocket), counted and logged; `None`
+/// if no ban holds. A host is never shut out by an address ban, only by their own session's.
+fn banned(req: &Request<State>, session: Option<&Session>) -> Option<Response> {
+    let state = req.state();
+    let (person, host) = (session.map(|s| s.person), session.is_some_and(|s| s.host));
+    let reason = state.moderation.banned(person, peer_ip(req), host)?;
+    let peer = req.peer_addr().unwrap_or("unknown");
+    refuse(
+        state,
+        Refusal::Banned,
+        peer,
+        &format!("{}: banned", req.url().path()),
+    );
+    let text = match reason.as_str() {
+        "" => "A host banned you from this chat.".to_owned(),
+        why => format!("A host banned you from this chat: {why}"),
+    };
+    Some(plain(StatusCode::Forbidden, &text))
 }
 
 /// A fresh person id from the operating system's random source.

@@ -45,7 +45,11 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
             "missing or malformed Host header",
         ));
     };
-    let Some(session) = session(req) else {
+    let session = session(req);
+    if let Some(refusal) = super::banned(req, session.as_ref()) {
+        return Ok(refusal);
+    }
+    let Some(session) = session else {
         // First visit (or a cookie that does not check out): ask for a name here.
         return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
     };

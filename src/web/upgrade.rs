@@ -41,17 +41,21 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
             "cross-origin WebSocket refused",
         ));
     }
-    let (name, person) = match session(&req) {
-        Some(session) => (session.name, session.person),
+    let session = session(&req);
+    if let Some(refusal) = super::banned(&req, session.as_ref()) {
+        return Ok(refusal);
+    }
+    let (name, person, host) = match session {
+        Some(session) => (session.name, session.person, session.host),
         None if state.passcode.is_some() => {
             return Ok(plain(StatusCode::Unauthorized, "sign in first"));
         }
         // Without a passcode, non-browser clients may name themselves (each connection is its
         // own person, so two of them cannot share a name in a room).
         None => match query(&req, "name") {
-            None => (ANONYMOUS.to_owned(), random_person()),
+            None => (ANONYMOUS.to_owned(), random_person(), false),
             Some(raw) => match display_name(&raw) {
-                Ok(name) => (name.to_owned(), random_person()),
+                Ok(name) => (name.to_owned(), random_person(), false),
                 Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
             },
         },
@@ -146,6 +150,8 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
         name,
         person,
         since,
+        address: ip,
+        host,
     };
     // The upgrade itself is a boxed future of its own, and only what the client needs goes
     // into its task: that task lives as long as the connection.

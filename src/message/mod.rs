@@ -1,16 +1,23 @@
 //! The wire protocol, defined here and nowhere else (the README documents it).
 //!
-//! Browser → server: a text frame `{"text": "..."}`, or any other text taken whole as the text
-//! (the book's client sends plain text). Server → browser: one JSON object per text frame,
-//! tagged by `type`. The server stamps name, time and a per-room id; nothing in an inbound frame
-//! can set them.
+//! Browser → server (`inbound.rs`): chat text, or an `action` for the room. Server → browser
+//! (this file): one JSON object per text frame, tagged by `type`. The server stamps name, time
+//! and a per-room id; nothing in an inbound frame can set them. `names.rs` says which names are
+//! allowed and finds mentions; `time.rs` writes time stamps.
+
+mod inbound;
+mod names;
+mod time;
+
+pub use inbound::{inbound, Action, Inbound};
+pub use names::{display_name, mentions, valid_room};
+pub use time::timestamp;
 
 use crate::meter::{Meter, FRAME_OVERHEAD_BYTES};
 use async_tungstenite::tungstenite::Utf8Bytes;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest room or display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -18,20 +25,6 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub const DEFAULT_ROOM: &str = "lobby";
 /// The name of a client that gives none.
 pub const ANONYMOUS: &str = "anonymous";
-
-/// What a browser sends.
-#[derive(Deserialize)]
-struct Inbound {
-    text: String,
-}
-
-/// Extracts the chat text from an inbound text frame.
-pub fn inbound_text(frame: &str) -> String {
-    match serde_json::from_str::<Inbound>(frame) {
-        Ok(inbound) => inbound.text,
-        Err(_) => frame.to_owned(),
-    }
-}
 
 /// What the server sends, one per text frame.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -127,16 +120,78 @@ pub enum Outbound<'a> {
         members: &'a [String],
         /// How many people (names) are in the room, the client included.
         people: usize,
+        /// Only hosts may write (see the `room` frame).
+        locked: bool,
+        /// The client signed in as a host: it may act on the room.
+        host: bool,
+        /// Seconds within which an author may delete their own message (0: never).
+        delete_window: u64,
+    },
+    /// A message is gone (deleted by its author or a host): remove it from the page.
+    Delete {
+        /// The room.
+        room: &'a str,
+        /// The removed message's id.
+        id: u64,
+    },
+    /// Every message up to `id` is gone (a host cleared the room).
+    Clear {
+        /// The room.
+        room: &'a str,
+        /// The newest id removed.
+        id: u64,
+    },
+    /// A notice shown apart from chat: a host's announcement, or a line about a host action.
+    Notice {
+        /// The room.
+        room: &'a str,
+        /// What to show.
+        text: &'a str,
+        /// When, RFC 3339 UTC.
+        when: &'a str,
+    },
+    /// The room's state changed (and, in the `welcome`, what it is).
+    Room {
+        /// The room.
+        room: &'a str,
+        /// Only hosts may write.
+        locked: bool,
+    },
+    /// The bans and mutes in force, answered to the host who asked.
+    Bans {
+        /// The room the question came from.
+        room: &'a str,
+        /// Each ban and mute, oldest first.
+        bans: &'a [SanctionRef<'a>],
     },
     /// Something the server refused or holds back, said only to the client concerned.
     Error {
         /// The room.
         room: &'a str,
-        /// What happened, for programs: `slow_down` (messages held back for sending too fast).
+        /// What happened, for programs: `slow_down` (messages held back for sending too fast),
+        /// `forbidden` (hosts only), `muted`, `locked`, `too_late` (past the delete window),
+        /// `not_found` (no such message or person), `bad_action` (an unreadable request).
         code: &'a str,
         /// What happened, for people.
         text: &'a str,
     },
+}
+
+/// A ban or a mute as the `bans` frame lists it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SanctionRef<'a> {
+    /// `ban` or `mute`.
+    pub kind: &'a str,
+    /// The name it was given under.
+    pub name: &'a str,
+    /// Why, as the host said.
+    pub reason: &'a str,
+    /// The host who gave it.
+    pub by: &'a str,
+    /// When, RFC 3339 UTC.
+    pub when: &'a str,
+    /// When it ends, RFC 3339 UTC (`null`: until lifted).
+    pub until: Option<&'a str>,
 }
 
 /// A shared file as the `file` frame describes it.
@@ -231,111 +286,9 @@ impl Encoded {
     }
 }
 
-/// Checks a room name: 1–32 of `a-z 0-9 - _`.
-pub fn valid_room(name: &str) -> bool {
-    (1..=MAX_NAME_CHARS).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-/// Trims a display name and checks it: 1–32 printable characters.
-pub fn display_name(raw: &str) -> Result<&str, &'static str> {
-    let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 {
-        Err("a name needs at least one visible character")
-    } else if chars > MAX_NAME_CHARS {
-        Err("a name has at most 32 characters")
-    } else if name.chars().any(char::is_control) {
-        Err("a name cannot contain control characters")
-    } else {
-        Ok(name)
-    }
-}
-
-/// The names among `present` that `text` mentions as `@name`, each once, in the order they
-/// first appear. Names match case-insensitively, may contain spaces (the longest present name
-/// wins: `@Ann Lee` over `@Ann`), and must stand alone: the `@` does not follow a letter or
-/// digit (`ann@example.org` mentions nobody) and the name is not followed by one (`@Annie`
-/// does not mention Ann).
-pub fn mentions<'a>(text: &str, present: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let names: Vec<(&str, String)> = present
-        .filter(|name| !name.is_empty())
-        .map(|name| (name, name.to_lowercase()))
-        .collect();
-    let mut found: Vec<String> = Vec::new();
-    if names.is_empty() {
-        return found;
-    }
-    let word = |c: char| c.is_alphanumeric() || c == '_';
-    for (at, _) in text.match_indices('@') {
-        if text[..at].chars().next_back().is_some_and(word) {
-            continue;
-        }
-        let rest = &text[at + 1..];
-        let best = names
-            .iter()
-            .filter(|(name, folded)| {
-                rest.get(..name.len())
-                    .is_some_and(|head| head.to_lowercase() == *folded)
-                    && !rest[name.len()..].chars().next().is_some_and(word)
-            })
-            .max_by_key(|(name, _)| name.len());
-        if let Some((name, _)) = best {
-            if !found.iter().any(|f| f == name) {
-                found.push((*name).to_owned());
-            }
-        }
-    }
-    found
-}
-
-/// `now` as RFC 3339 UTC with milliseconds, e.g. `2026-11-25T19:21:32.123Z`.
-pub fn timestamp(now: SystemTime) -> String {
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn json_and_plain_frames_both_carry_text() {
-        assert_eq!(inbound_text(r#"{"text":"hi"}"#), "hi");
-        assert_eq!(inbound_text("plain words"), "plain words");
-        // JSON that is not our shape is somebody's text, shown as typed.
-        assert_eq!(
-            inbound_text(r#"{"name":"mallory"}"#),
-            r#"{"name":"mallory"}"#
-        );
-    }
 
     #[test]
     fn outbound_messages_have_the_documented_shape() {
@@ -409,12 +362,45 @@ mod tests {
             complete: false,
             members: &members,
             people: 2,
+            locked: true,
+            host: false,
+            delete_window: 600,
         }
         .encode();
         assert_eq!(
             welcome.bytes().as_ref(),
-            br#"{"type":"welcome","room":"r","name":"n","last_id":9,"complete":false,"members":["a","n"],"people":2}"#
+            br#"{"type":"welcome","room":"r","name":"n","last_id":9,"complete":false,"members":["a","n"],"people":2,"locked":true,"host":false,"delete_window":600}"#
         );
+        let frames = [
+            (
+                Outbound::Delete { room: "r", id: 4 }.encode(),
+                r#"{"type":"delete","room":"r","id":4}"#,
+            ),
+            (
+                Outbound::Clear { room: "r", id: 9 }.encode(),
+                r#"{"type":"clear","room":"r","id":9}"#,
+            ),
+            (
+                Outbound::Notice {
+                    room: "r",
+                    text: "Bob was muted for 10 min",
+                    when: "t",
+                }
+                .encode(),
+                r#"{"type":"notice","room":"r","text":"Bob was muted for 10 min","when":"t"}"#,
+            ),
+            (
+                Outbound::Room {
+                    room: "r",
+                    locked: true,
+                }
+                .encode(),
+                r#"{"type":"room","room":"r","locked":true}"#,
+            ),
+        ];
+        for (frame, json) in frames {
+            assert_eq!(frame.bytes().as_ref(), json.as_bytes());
+        }
     }
 
     #[test]
@@ -486,50 +472,5 @@ mod tests {
             json.bytes().as_ref(),
             br#"{"type":"message","id":1,"room":"r","name":"ann","text":"hi @bob","when":"t","mentions":["Bob"]}"#
         );
-    }
-
-    #[test]
-    fn mentions_find_present_names_only() {
-        let here = ["Ann", "Ann Lee", "Bob", "Zoë"];
-        let m = |text: &str| mentions(text, here.iter().copied());
-        assert_eq!(m("hi @bob and @ANN"), ["Bob", "Ann"]);
-        assert_eq!(m("@Ann Lee, lunch?"), ["Ann Lee"]);
-        assert_eq!(m("@ann lee @Ann Lee"), ["Ann Lee"]);
-        assert_eq!(m("@zoë!"), ["Zoë"]);
-        assert_eq!(m("(@Bob)"), ["Bob"]);
-        // Not a mention: an address, a longer word, a name not present, a bare @.
-        assert!(m("mail ann@example.org").is_empty());
-        assert!(m("@Annie @Bobby @carol @ @@").is_empty());
-        assert!(mentions("@Bob", std::iter::empty()).is_empty());
-        // A multi-byte character right after the @ does not split a character.
-        assert!(m("@é @").is_empty());
-    }
-
-    #[test]
-    fn room_names_follow_the_rule() {
-        for good in ["lobby", "a", "x-1_y", &"z".repeat(32)] {
-            assert!(valid_room(good), "{good}");
-        }
-        for bad in ["", "Lobby", "a b", "é", "../x", &"z".repeat(33)] {
-            assert!(!valid_room(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn display_names_are_trimmed_and_checked() {
-        assert_eq!(display_name("  Ann Lee "), Ok("Ann Lee"));
-        assert_eq!(display_name(&"é".repeat(32)).map(str::len), Ok(64));
-        assert!(display_name("   ").is_err());
-        assert!(display_name(&"é".repeat(33)).is_err());
-        assert!(display_name("a\u{7}b").is_err());
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_634_492_123);
-        assert_eq!(timestamp(t), "2026-11-25T19:21:32.123Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z");
     }
 }

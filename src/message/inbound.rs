@@ -1,0 +1,163 @@
+//! What a browser sends: chat text, or a request to act on the room (`{"action": ...}`).
+//!
+//! Chat is `{"text": "..."}`, or any other text taken whole (the book's client sends plain
+//! text; JSON that is not ours is somebody's words, shown as typed). An object with an
+//! `action` is a request: the room decides whether the sender may (see `room::moderate`).
+
+use serde::Deserialize;
+
+/// One inbound text frame, understood.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// Something to say in the room.
+    Say(String),
+    /// Something to do to the room.
+    Act(Action),
+    /// An `action` object we cannot read: why, for the error frame.
+    Unreadable(String),
+}
+
+/// What a browser may ask the room to do. All but `delete` (of one's own recent message) are
+/// for hosts only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    /// Removes message `id` everywhere: open pages, the history, the disk.
+    Delete {
+        /// The message's id in this room.
+        id: u64,
+    },
+    /// Closes every connection of that person in this room (4403); they may come back.
+    Kick {
+        /// Their display name in this room.
+        name: String,
+        /// Shown to them.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Refuses what that person sends, in every room, for a while.
+    Mute {
+        /// Their display name in this room.
+        name: String,
+        /// How long (fractions allowed).
+        minutes: f64,
+    },
+    /// Lifts a mute early.
+    Unmute {
+        /// The name the mute was given under.
+        name: String,
+    },
+    /// Shuts that person out of every room, by session and by address, until unbanned.
+    Ban {
+        /// Their display name in this room.
+        name: String,
+        /// Shown to them, now and whenever they try again.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Lifts a ban.
+    Unban {
+        /// The name the ban was given under.
+        name: String,
+    },
+    /// Asks for the list of bans and mutes (answered to the asker only).
+    Bans,
+    /// Makes the room read-only for everyone but hosts.
+    Lock,
+    /// Lets everyone write again.
+    Unlock,
+    /// A notice shown apart from chat, to everyone in the room and to whoever joins later.
+    Announce {
+        /// What to announce.
+        text: String,
+    },
+    /// Empties the room's history.
+    Clear,
+}
+
+impl Action {
+    /// The action's name as the wire spells it (for logs and counters).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Delete { .. } => "delete",
+            Action::Kick { .. } => "kick",
+            Action::Mute { .. } => "mute",
+            Action::Unmute { .. } => "unmute",
+            Action::Ban { .. } => "ban",
+            Action::Unban { .. } => "unban",
+            Action::Bans => "bans",
+            Action::Lock => "lock",
+            Action::Unlock => "unlock",
+            Action::Announce { .. } => "announce",
+            Action::Clear => "clear",
+        }
+    }
+}
+
+/// Reads one inbound text frame.
+pub fn inbound(frame: &str) -> Inbound {
+    /// Just enough to tell chat from a request without parsing twice.
+    #[derive(Deserialize)]
+    struct Probe {
+        text: Option<String>,
+        action: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_str::<Probe>(frame) {
+        Ok(Probe {
+            action: Some(_), ..
+        }) => match serde_json::from_str::<Action>(frame) {
+            Ok(action) => Inbound::Act(action),
+            Err(e) => Inbound::Unreadable(e.to_string()),
+        },
+        Ok(Probe {
+            text: Some(text), ..
+        }) => Inbound::Say(text),
+        _ => Inbound::Say(frame.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_plain_frames_both_carry_text() {
+        assert_eq!(inbound(r#"{"text":"hi"}"#), Inbound::Say("hi".into()));
+        assert_eq!(inbound("plain words"), Inbound::Say("plain words".into()));
+        // JSON that is not our shape is somebody's text, shown as typed.
+        assert_eq!(
+            inbound(r#"{"name":"mallory"}"#),
+            Inbound::Say(r#"{"name":"mallory"}"#.into())
+        );
+    }
+
+    #[test]
+    fn actions_are_read_and_bad_ones_say_why() {
+        assert_eq!(
+            inbound(r#"{"action":"delete","id":7}"#),
+            Inbound::Act(Action::Delete { id: 7 })
+        );
+        assert_eq!(
+            inbound(r#"{"action":"kick","name":"Bob"}"#),
+            Inbound::Act(Action::Kick {
+                name: "Bob".into(),
+                reason: String::new()
+            })
+        );
+        assert_eq!(
+            inbound(r#"{"action":"mute","name":"Bob","minutes":0.5}"#),
+            Inbound::Act(Action::Mute {
+                name: "Bob".into(),
+                minutes: 0.5
+            })
+        );
+        assert_eq!(inbound(r#"{"action":"lock"}"#), Inbound::Act(Action::Lock));
+        for bad in [
+            r#"{"action":"explode"}"#,
+            r#"{"action":"delete","id":"seven"}"#,
+            r#"{"action":"ban"}"#,
+        ] {
+            assert!(matches!(inbound(bad), Inbound::Unreadable(_)), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! What hosts ask of a room, and an author's deletion of their own message: the room checks
+//! who may, carries it out, tells everyone (a `notice` line for each host action) and writes
+//! it in the moderation book, which outlasts the room and the server.
+//!
+//! Only the room knows who is seated under which name, from which address, and who said which
+//! message, so every action is an event in its loop. A deletion is on disk (a tombstone after
+//! the history's pending appends) before any page hears of it: the loop waits for the disk
+//! thread here, which is rare and short, rather than announce what a crash could undo. A ban
+//! reaches the other rooms as events of their own.
+
+use super::{ClientId, Delivery, Event, Room, Seat};
+use crate::message::{timestamp, Action, Encoded, Outbound};
+use crate::meter::SLOT_BYTES;
+use crate::moderation::{unix_now, Announcement, Kind, Sanction};
+use crate::queue::{Dismissal, Pushed};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest mute, in minutes: a week.
+const MAX_MUTE_MINUTES: f64 = 7.0 * 24.0 * 60.0;
+
+/// Someone a host banned, for every room to let go of.
+#[derive(Debug)]
+pub(crate) struct Banished {
+    persons: Vec<u64>,
+    addresses: Vec<IpAddr>,
+    /// The close reason.
+    reason: Arc<str>,
+}
+
+/// Why a member may not write: the error code and the words for them.
+type Refusal = (&'static str, String);
+
+impl Room {
+    /// Whether `seat` may write here now: not muted, and the room not locked (hosts always may).
+    pub(super) fn may_write(&self, seat: &Seat) -> Result<(), Refusal> {
+        if seat.host {
+            return Ok(());
+        }
+        let moderation = &self.shared.moderation;
+        if let Some(until) = moderation.muted_until(seat.person, seat.address, seat.host) {
+            let until = timestamp(UNIX_EPOCH + Duration::from_secs(until));
+            return Err(("muted", format!("A host muted you until {until}.")));
+        }
+        if self.locked {
+            return Err((
+                "locked",
+                "This room is locked: only hosts can write in it.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends member `id` alone an `error` frame.
+    pub(super) fn tell(&self, id: ClientId, code: &str, text: &str) {
+        let Some(seat) = self.members.get(&id) else {
+            return;
+        };
+        let frame = Outbound::Error {
+            room: &self.name,
+            code,
+            text,
+        }
+        .encode_metered(&self.shared.meter);
+        if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {
+            self.shared.meter.charge(SLOT_BYTES);
+        }
+    }
+
+    /// Tells everyone a line about what a host did.
+    fn notice(&mut self, text: &str) {
+        let when = timestamp(SystemTime::now());
+        let frame = Outbound::Notice {
+            room: &self.name,
+            text,
+            when: &when,
+        }
+        .encode_metered(&self.shared.meter);
+        self.broadcast(frame, Delivery::Every);
+    }
+
+    /// Carries out `action` for member `id`, if they may.
+    pub(super) async fn act(&mut self, id: ClientId, action: Action) {
+        let Some(seat) = self.members.get(&id) else {
+            return; // Asked just before leaving.
+        };
+        let (actor, person, host) = (seat.name.clone(), seat.person, seat.host);
+        if let Action::Delete { id: message } = action {
+            return self.delete(id, message, person, host).await;
+        }
+        if !host {
+            log::info!(
+                "room {}: refused {} from {actor}: not a host",
+                self.name,
+                action.name()
+            );
+            return self.tell(id, "forbidden", "Only hosts can do that.");
+        }
+        let kind = action.name();
+        let done = match action {
+            Action::Delete { .. } => unreachable!("handled above"),
+            Action::Kick { name, reason } => self.kick(id, &name, &reason, &actor),
+            Action::Mute { name, minutes } => self.mute(id, &name, minutes, &actor).await,
+            Action::Unmute { name } => self.lift(id, Kind::Mute, &name, &actor).await,
+            Action::Ban { name, reason } => self.ban(id, &name, &reason, &actor).await,
+            Action::Unban { name } => self.lift(id, Kind::Ban, &name, &actor).await,
+            Action::Bans => {
+                self.list_bans(id);
+                None
+            }
+            Action::Lock => self.lock(true, &actor).await,
+            Action::Unlock => self.lock(false, &actor).await,
+            Action::Announce { text } => self.announce(id, text.trim(), &actor).await,
+            Action::Clear => self.clear(id, &actor).await,
+        };
+        if let Some(what) = done {
+            log::info!("room {}: host {actor} {kind}: {what}", self.name);
+            self.shared.stats.moderated(kind);
+        }
+    }
+
+    /// Deletes message `message` for member `id`: any message for a host, their own within the
+    /// delete window for its author.
+    async fn delete(&mut self, id: ClientId, message: u64, person: u64, host: bool) {
+        let Some(entry) = self.history.get(message) else {
+            return self.tell(
+                id,
+                "not_found",
+                "That message is not in this room's history.",
+            );
+        };
+        let own = entry.origin.is_some_and(|origin| origin.person == person);
+        if !host {
+            let window = self.shared.moderation.delete_window;
+            match entry.origin {
+                Some(origin) if origin.person != person => {
+                    return self.tell(
+                        id,
+                        "forbidden",
+                        "Only hosts can delete other people's messages.",
+                    );
+                }
+                Some(origin) if origin.at.elapsed() <= window => {}
+                _ => {
+                    let text = format!(
+                        "Your messages can be deleted for {} minutes after you send them.",
+                        window.as_secs() / 60
+                    );
+                    return self.tell(id, "too_late", &text);
+                }
+            }
+        }
+        let tombstone = Outbound::Delete {
+            room: &self.name,
+            id: message,
+        }
+        .encode_metered(&self.shared.meter);
+        if !self.erase(id, &tombstone).await {
+            return;
+        }
+        if let Some(entry) = self.history.remove(message) {
+            self.forget_file(&entry.frame);
+        }
+        self.broadcast(tombstone, Delivery::Every);
+        if host && !own {
+            self.notice("A host removed a message.");
+            log::info!("room {}: a host deleted message {message}", self.name);
+            self.shared.stats.moderated("delete");
+        } else {
+            self.shared.stats.moderated("own_delete");
+        }
+    }
+
+    /// Writes `tombstone` to the room's file and waits until it is on disk; false (and the
+    /// asker told) if it could not be written: then nothing is announced.
+    async fn erase(&self, id: ClientId, tombstone: &Encoded) -> bool {
+        let Some(store) = self.shared.store.clone() else {
+            return true; // Memory only: forgetting it is all there is.
+        };
+        match store.erase(&self.name, tombstone).await {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("room {}: removal not saved: {e}", self.name);
+                self.tell(
+                    id,
+                    "not_saved",
+                    "The server could not save that; try again.",
+                );
+                false
+            }
+        }
+    }
+
+    /// A removed message's file goes too (off the executor: the store writes its index).
+    fn forget_file(&self, frame: &Encoded) {
+        #[derive(serde::Deserialize)]
+        struct FileFrame {
+            file: FileUrl,
+        }
+        #[derive(serde::Deserialize)]
+        struct FileUrl {
+            url: String,
+        }
+        let (Some(files), Ok(shared)) = (
+            self.shared.files.clone(),
+            serde_json::from_slice::<FileFrame>(frame.bytes()),
+        ) else {
+            return;
+        };
+        // `/files/<id>/<name>`
+        let Some(file_id) = shared.file.url.split('/').nth(2).map(str::to_owned) else {
+            return;
+        };
+        let task = smol::unblock(move || match files.remove(&file_id) {
+            Ok(_) => log::debug!("files: removed {file_id} with its message"),
+            Err(e) => log::warn!("files: cannot remove {file_id}: {e}"),
+        });
+        self.shared.executor.spawn(task).detach();
+    }
+
+    /// The members seated under `name`, or (after telling the host why) `None`.
+    fn targets(&self, id: ClientId, name: &str) -> Option<Vec<ClientId>> {
+        let seats: Vec<ClientId> = self
+            .members
+            .iter()
+            .filter(|(_, seat)| seat.name == name)
+            .map(|(id, _)| *id)
+            .collect();
+        if seats.is_empty() {
+            self.tell(
+                id,
+                "not_found",
+                &format!("Nobody called {name} is in this room."),
+            );
+            return None;
+        }
+        if seats.iter().any(|s| self.members[s].host) {
+            self.tell(id, "forbidden", "Hosts cannot be kicked, muted or banned.");
+            return None;
+        }
+        Some(seats)
+    }
+
+    /// Lets go of members `ids` with a 4403 close carrying `reason`.
+    fn shut_out(&mut self, ids: &[ClientId], reason: &Arc<str>) {
+        let mut departed = Vec::new();
+        for id in ids {
+            if let Some(seat) = self.members.remove(id) {
+                seat.outbox
+                    .frames
+                    .dismiss(Dismissal::ShutOut(reason.clone()));
+                departed.push(seat.name);
+            }
+        }
+        self.announce_departures(departed);
+    }
+
+    fn kick(&mut self, id: ClientId, name: &str, reason: &str, actor: &str) -> Option<String> {
+        let seats = self.targets(id, name)?;
+        let reason = reason.trim();
+        self.shut_out(&seats, &Arc::from(format!("kicked: {reason}").trim_end()));
+        let line = match reason {
+            "" => format!("A host removed {name} from the room."),
+            why => format!("A host removed {name} from the room: {why}"),
+        };
+        self.notice(&line);
+        Some(format!(
+            "{name} ({} connections) by {actor}: {reason}",
+            seats.len()
+        ))
+    }
+
+    /// Who is seated in `seats`, for the book.
+    fn sanction(
+        &self,
+        kind: Kind,
+        seats: &[ClientId],
+        name: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Sanction {
+        let mut persons: Vec<u64> = seats.iter().map(|s| self.members[s].person).collect();
+        let mut addresses: Vec<IpAddr> = seats
+            .iter()
+            .filter_map(|s| self.members[s].address)
+            .collect();
+        persons.dedup();
+        addresses.sort();
+        addresses.dedup();
+        Sanction {
+            kind,
+            name: name.to_owned(),
+            persons,
+            addresses,
+            reason: reason.trim().to_owned(),
+            by: actor.to_owned(),
+            since: unix_now(),
+            until: None,
+        }
+    }
+
+    async fn mute(
+        &mut self,
+        id: ClientId,
+        name: &str,
+        minutes: f64,
+        actor: &str,
+    ) -> Option<String> {
+        if !(minutes.is_finite() && minutes > 0.0 && minutes <= MAX_MUTE_MINUTES) {
+            self.tell(
+                id,
+                "bad_action",
+                "Mute for between a moment and a week (minutes).",
+            );
+            return None;
+        }
+        let seats = self.targets(id, name)?;
+        let seconds = (minutes * 60.0).ceil() as u64;
+        let mut sanction = self.sanction(Kind::Mute, &seats, name, "", actor);
+        sanction.until = Some(unix_now() + seconds);
+        self.shared.moderation.add(sanction);
+        self.shared.moderation.save().await;
+        let span = if seconds < 60 {
+            format!("{seconds} s")
+        } else {
+            format!("{} min", seconds.div_ceil(60))
+        };
+        self.notice(&format!("{name} was muted for {span}."));
+        Some(format!("{name} for {span} by {actor}"))
+    }
+
+    async fn ban(&mut self, id: ClientId, name: &str, reason: &str, actor: &str) -> Option<String> {
+        let seats = self.targets(id, name)?;
+        let sanction = self.sanction(Kind::Ban, &seats, name, reason, actor);
+        let banished = Arc::new(Banished {
+            persons: sanction.persons.clone(),
+            addresses: sanction.addresses.clone(),
+            reason: Arc::from(format!("banned: {}", reason.trim()).trim_end()),
+        });
+        self.shared.moderation.add(sanction);
+        self.shared.moderation.save().await;
+        self.shut_out(&seats, &banished.reason);
+        self.banish_elsewhere(banished.clone());
+        let line = match reason.trim() {
+            "" => format!("A host banned {name}."),
+            why => format!("A host banned {name}: {why}"),
+        };
+        self.notice(&line);
+        Some(format!(
+            "{name} by {actor} ({} sessions, {} addresses)",
+            banished.persons.len(),
+            banished.addresses.len()
+        ))
+    }
+
+    /// Tells every other room to let the banned person's connections go. From a task of its
+    /// own: a room never waits on another room's channel.
+    fn banish_elsewhere(&self, banished: Arc<Banished>) {
+        let shared = self.shared.clone();
+        let here = self.name.clone();
+        let task = async move {
+            let rooms: Vec<_> = {
+                let rooms = shared.rooms.lock().await;
+                rooms
+                    .iter()
+                    .filter(|(name, _)| **name != here)
+                    .map(|(_, entry)| entry.events.clone())
+                    .collect()
+            };
+            for events in rooms {
+                // A room that ended meanwhile has nobody to let go.
+                let _ = events.send(Event::Banish(banished.clone())).await;
+            }
+        };
+        self.shared.executor.spawn(task).detach();
+    }
+
+    /// Lets go of whoever `banished` names (a ban given in another room).
+    pub(super) fn banish(&mut self, banished: &Banished) {
+        let seats: Vec<ClientId> = self
+            .members
+            .iter()
+            .filter(|(_, seat)| {
+                banished.persons.contains(&seat.person)
+                    || (!seat.host
+                        && seat
+                            .address
+                            .is_some_and(|a| banished.addresses.contains(&a)))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !seats.is_empty() {
+            self.shut_out(&seats, &banished.reason);
+        }
+    }
+
+    async fn lift(&mut self, id: ClientId, kind: Kind, name: &str, actor: &str) -> Option<String> {
+        if !self.shared.moderation.lift(kind, name) {
+            let what = if kind == Kind::Ban { "ban" } else { "mute" };
+            self.tell(id, "not_found", &format!("There is no {what} for {name}."));
+            return None;
+        }
+        self.shared.moderation.save().await;
+        let line = match kind {
+            Kind::Ban => format!("A host lifted the ban on {name}."),
+            Kind::Mute => format!("{name} may write again."),
+        };
+        self.notice(&line);
+        Some(format!("{name} by {actor}"))
+    }
+
+    fn list_bans(&self, id: ClientId) {
+        let Some(seat) = self.members.get(&id) else {
+            return;
+        };
+        let frame = self.shared.moderation.with_list(|bans| {
+            Outbound::Bans {
+                room: &self.name,
+                bans,
+            }
+            .encode_metered(&self.shared.meter)
+        });
+        if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {
+            self.shared.meter.charge(SLOT_BYTES);
+        }
+    }
+
+    async fn lock(&mut self, locked: bool, actor: &str) -> Option<String> {
+        self.locked = locked;
+        self.shared.moderation.set_locked(&self.name, locked);
+        self.shared.moderation.save().await;
+        let frame = Outbound::Room {
+            room: &self.name,
+            locked,
+        }
+        .encode_metered(&self.shared.meter);
+        self.broadcast(frame, Delivery::Every);
+        self.notice(if locked {
+            "A host locked the room: only hosts can write."
+        } else {
+            "A host unlocked the room: everyone can write again."
+        });
+        Some(format!("by {actor}"))
+    }
+
+    /// Announces `text` (or, if empty, takes the standing announcement down).
+    async fn announce(&mut self, id: ClientId, text: &str, actor: &str) -> Option<String> {
+        if text.is_empty() && self.announcement.is_none() {
+            self.tell(id, "bad_action", "Say what to announce.");
+            return None;
+        }
+        let standing = (!text.is_empty()).then(|| Announcement {
+            text: text.to_owned(),
+            when: timestamp(SystemTime::now()),
+        });
+        self.announcement = standing.as_ref().map(|a| {
+            Outbound::Notice {
+                room: &self.name,
+                text: &a.text,
+                when: &a.when,
+            }
+            .encode_metered(&self.shared.meter)
+        });
+        self.shared.moderation.announce(&self.name, standing);
+        self.shared.moderation.save().await;
+        match self.announcement.clone() {
+            Some(frame) => self.broadcast(frame, Delivery::Every),
+            None => self.notice("A host took the announcement down."),
+        }
+        Some(format!("by {actor}: {text}"))
+    }
+
+    async fn clear(&mut self, id: ClientId, actor: &str) -> Option<String> {
+        let last = self.history.last_id();
+        let tombstone = Outbound::Clear {
+            room: &self.name,
+            id: last,
+        }
+        .encode_metered(&self.shared.meter);
+        if !self.erase(id, &tombstone).await {
+            return None;
+        }
+        let removed = self.history.clear();
+        for entry in &removed {
+            self.forget_file(&entry.frame);
+        }
+        self.broadcast(tombstone, Delivery::Every);
+        self.notice("A host cleared the room's history.");
+        Some(format!(
+            "{} messages up to {last} by {actor}",
+            removed.len()
+        ))
+    }
+}
