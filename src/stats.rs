@@ -57,11 +57,13 @@ pub enum Refusal {
     Origin,
     /// A WebSocket while the accounted memory is near `--memory-budget` (503).
     Memory,
+    /// An upload over `--uploads-per-minute` (429).
+    Upload,
 }
 
 impl Refusal {
     /// Every reason, in the order of [`Refused`]'s fields.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Connections,
         Refusal::PerAddress,
         Refusal::NewRoom,
@@ -69,6 +71,7 @@ impl Refusal {
         Refusal::Passcode,
         Refusal::Origin,
         Refusal::Memory,
+        Refusal::Upload,
     ];
 }
 
@@ -89,6 +92,8 @@ pub struct Refused {
     pub origin: u64,
     /// Near the memory budget.
     pub memory: u64,
+    /// Over the upload rate.
+    pub uploads: u64,
 }
 
 impl Stats {
@@ -163,6 +168,7 @@ impl Stats {
                     passcode: count(Refusal::Passcode),
                     origin: count(Refusal::Origin),
                     memory: count(Refusal::Memory),
+                    uploads: count(Refusal::Upload),
                 }
             },
         }
