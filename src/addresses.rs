@@ -1,5 +1,5 @@
 //! Per-address limits: how many WebSockets one address may hold at once, and how often it may
-//! do something costly (sign in, start a room) per minute.
+//! do something costly (sign in, start a room, share a file) per minute.
 //!
 //! One address is one device, or a few people behind one NAT; the limits are set so that
 //! several tabs and a household pass, and one misbehaving script cannot take the whole

@@ -29,6 +29,7 @@ OPTIONS:
                             open WebSockets one address may hold; more get 429 [default: 16]
   --sign-ins-per-minute N   sign-ins and name changes per address per minute [default: 10]
   --new-rooms-per-minute N  rooms one address may start per minute [default: 10]
+  --uploads-per-minute N    photos and files one address may share per minute [default: 30]
   --allow-origin ORIGIN     also accept WebSockets from this origin (repeatable),
                             e.g. http://chat.example:8080
   --data-dir DIR            keep history and the session key in DIR, or 'none' for memory
@@ -89,6 +90,8 @@ pub struct Config {
     pub sign_ins_per_minute: u32,
     /// Rooms one address may start per minute (a WebSocket to a room with no running task).
     pub new_rooms_per_minute: u32,
+    /// Photos and files one address may share per minute.
+    pub uploads_per_minute: u32,
     /// Extra origins (scheme://host[:port]) allowed to open WebSockets.
     pub allow_origins: Vec<String>,
     /// Where history and the session key live; `None` keeps everything in memory.
@@ -148,6 +151,7 @@ impl Default for Config {
             max_sockets_per_address: 16,
             sign_ins_per_minute: 10,
             new_rooms_per_minute: 10,
+            uploads_per_minute: 30,
             allow_origins: Vec::new(),
             data_dir: Some(PathBuf::from("data")),
             history: 200,
@@ -200,7 +204,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 28] = [
+const VALUE_OPTIONS: [(&str, &str); 29] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -209,6 +213,7 @@ const VALUE_OPTIONS: [(&str, &str); 28] = [
     ("max-sockets-per-address", "--max-sockets-per-address"),
     ("sign-ins-per-minute", "--sign-ins-per-minute"),
     ("new-rooms-per-minute", "--new-rooms-per-minute"),
+    ("uploads-per-minute", "--uploads-per-minute"),
     ("allow-origin", "--allow-origin"),
     ("log-level", "--log-level"),
     ("data-dir", "--data-dir"),
@@ -389,6 +394,9 @@ impl Settings {
             }
             "new-rooms-per-minute" => {
                 c.new_rooms_per_minute = parse_count(value, 1, PER_ADDRESS_LIMIT)?.get() as u32;
+            }
+            "uploads-per-minute" => {
+                c.uploads_per_minute = parse_count(value, 1, PER_ADDRESS_LIMIT)?.get() as u32;
             }
             "allow-origin" => c.allow_origins.push(parse_origin(value)?),
             "data-dir" => {
@@ -845,9 +853,23 @@ mod tests {
         assert!(err(&["--max-file-bytes", "0"]).contains("out of range"));
         assert!(err(&["--max-file-bytes", "lots"]).contains("--max-file-bytes"));
         assert!(err(&["--file-days", "0"]).contains("out of range"));
-        let path = temp_file("files", "no-files = yes\nfiles-quota = 1MiB\n");
+        assert_eq!(c.uploads_per_minute, 30);
+        assert_eq!(
+            run(&["--uploads-per-minute", "5"])
+                .unwrap()
+                .uploads_per_minute,
+            5
+        );
+        assert!(err(&["--uploads-per-minute", "0"]).contains("out of range"));
+        let path = temp_file(
+            "files",
+            "no-files = yes\nfiles-quota = 1MiB\nuploads-per-minute = 7\n",
+        );
         let c = run(&["--config", path.to_str().unwrap()]).unwrap();
-        assert_eq!((c.files, c.files_quota), (false, Some(1 << 20)));
+        assert_eq!(
+            (c.files, c.files_quota, c.uploads_per_minute),
+            (false, Some(1 << 20), 7)
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`server`]: executor threads, accept loop, graceful shutdown.
 //! - `http`: one HTTP/1.1 connection (async-h1 parsing, our own head reading).
 //! - `web/`: the tide app, a file per concern: page, sign-in, assets, status, the upgrade.
-//! - `addresses`: per-address limits (sockets at once, sign-ins and new rooms per minute).
+//! - `addresses`: per-address limits (sockets at once; sign-ins, new rooms and uploads
+//!   per minute).
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.

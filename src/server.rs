@@ -140,6 +140,7 @@ impl Server {
             new_rooms: Arc::new(addresses::PerWindow::per_minute(
                 config.new_rooms_per_minute,
             )),
+            uploads: Arc::new(addresses::PerWindow::per_minute(config.uploads_per_minute)),
             files: files.clone(),
             invite: invite.clone(),
         };

@@ -103,13 +103,15 @@ pub enum Refusal {
     Origin,
     /// A WebSocket while the accounted memory is near `--memory-budget` (503).
     Memory,
+    /// An upload over `--uploads-per-minute` (429).
+    Upload,
     /// A banned session or address at the door: sign-in, page or WebSocket (403).
     Banned,
 }
 
 impl Refusal {
     /// Every reason, in the order of [`Refused`]'s fields.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::Connections,
         Refusal::PerAddress,
         Refusal::NewRoom,
@@ -117,6 +119,7 @@ impl Refusal {
         Refusal::Passcode,
         Refusal::Origin,
         Refusal::Memory,
+        Refusal::Upload,
         Refusal::Banned,
     ];
 }
@@ -138,6 +141,8 @@ pub struct Refused {
     pub origin: u64,
     /// Near the memory budget.
     pub memory: u64,
+    /// Over the upload rate.
+    pub uploads: u64,
     /// Banned.
     pub banned: u64,
 }
@@ -220,6 +225,7 @@ impl Stats {
                     passcode: count(Refusal::Passcode),
                     origin: count(Refusal::Origin),
                     memory: count(Refusal::Memory),
+                    uploads: count(Refusal::Upload),
                     banned: count(Refusal::Banned),
                 }
             },

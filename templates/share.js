@@ -142,8 +142,9 @@
     uploads.append(li);
     return {
       li, bar, action,
-      fail(why) {
-        li.classList.add("failed");
+      /** Ends the row with `why`; `state` is its class: "failed" or "cancelled". */
+      end(why, state) {
+        li.classList.add(state);
         bar.remove();
         const reason = document.createElement("span");
         reason.className = "upload-error";
@@ -152,17 +153,22 @@
         action.textContent = "Dismiss";
         action.onclick = () => li.remove();
       },
+      fail(why) { this.end(why, "failed"); },
     };
   }
 
   async function share(original) {
     const row = progressRow(original.name || "file");
+    // Cancel works while a photo is still being shrunk, before any byte is sent.
+    let cancelled = false;
+    row.action.onclick = () => { cancelled = true; row.end("cancelled", "cancelled"); };
     let file;
     try {
       file = await prepare(original);
     } catch {
       file = original;
     }
+    if (cancelled) return;
     if (file.size === 0) return row.fail("the file is empty");
     if (file.size > maxBytes) return row.fail(`too large: at most ${humanSize(maxBytes)} per file`);
     const xhr = new XMLHttpRequest();
@@ -175,7 +181,8 @@
       else row.fail(xhr.responseText.trim() || `refused (HTTP ${xhr.status})`);
     };
     xhr.onerror = () => row.fail("the upload did not reach the server");
-    xhr.onabort = () => row.li.remove();
+    // Cancelled: the server drops the partial file when the connection closes; nothing is shared.
+    xhr.onabort = () => row.end("cancelled", "cancelled");
     row.action.onclick = () => xhr.abort();
     xhr.send(file);
   }

@@ -385,3 +385,105 @@ fn kill_9_mid_upload_leaves_no_partial_file_and_no_orphan() {
     child.wait().unwrap();
     drop(log);
 }
+
+#[test]
+fn uploads_per_address_are_limited_per_minute() {
+    let dir = temp_dir("files-rate");
+    let server = start(smolchat::Config {
+        uploads_per_minute: 3,
+        ..with_files(&dir, 4096, 1 << 20)
+    });
+    smol::block_on(async {
+        let (cookie, _ann) = seated(server.addr, "ann", "lobby").await;
+        // Refused before it could start (no seat): not counted.
+        let elsewhere = post(server.addr, "/files/kitchen?name=a", &cookie, b"abc").await;
+        assert_eq!(elsewhere.status, 403);
+        for n in 0..3 {
+            let reply = post(
+                server.addr,
+                &format!("/files/lobby?name={n}"),
+                &cookie,
+                b"abc",
+            )
+            .await;
+            assert_eq!(reply.status, 201, "upload {n}: {}", reply.text());
+        }
+        // Another person from the same address shares the allowance.
+        let (other, _bob) = seated(server.addr, "bob", "lobby").await;
+        let over = post(server.addr, "/files/lobby?name=x", &other, b"abc").await;
+        assert_eq!(over.status, 429, "{}", over.text());
+        let wait: u64 = over.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        assert!(over.text().contains("try again"), "{}", over.text());
+        let health = get(server.addr, "/healthz", &[]).await;
+        let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        assert_eq!(health["refused"]["uploads"], 1);
+    });
+    // The refused upload left nothing: three files and the index.
+    assert_eq!(std::fs::read_dir(dir.join("files")).unwrap().count(), 4);
+}
+
+/// Moves the stored time of the file at `url` back by `days` in the index of a stopped
+/// server (the time the age check reads), as if it had been shared that long ago.
+fn age_in_index(dir: &Path, url: &str, days: u64) {
+    let id = url.split('/').nth(2).unwrap();
+    let path = dir.join("files").join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = index
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in the index"));
+    let created = entry["created"].as_u64().unwrap();
+    entry["created"] = (created - days * 86_400).into();
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn files_older_than_file_days_are_removed_and_show_as_gone() {
+    let dir = temp_dir("files-expiry");
+    let config = || smolchat::Config {
+        file_days: Some(2),
+        ..with_files(&dir, 4096, 1 << 20)
+    };
+    let server = start(config());
+    let (old, fresh) = smol::block_on(async {
+        let (cookie, _ann) = seated(server.addr, "ann", "lobby").await;
+        let url = |reply: &Reply| json(reply)["file"]["url"].as_str().unwrap().to_owned();
+        let old = url(&post(server.addr, "/files/lobby?name=old.txt", &cookie, b"old").await);
+        let fresh = url(&post(server.addr, "/files/lobby?name=new.txt", &cookie, b"new").await);
+        (old, fresh)
+    });
+    assert!(server.shutdown());
+    // Three days old is past --file-days 2; one day old is not.
+    age_in_index(&dir, &old, 3);
+    age_in_index(&dir, &fresh, 1);
+    let server = start(config());
+    smol::block_on(async {
+        let gone = get(server.addr, &old, &[]).await;
+        assert_eq!(gone.status, 404);
+        assert!(gone.text().contains("gone"), "{}", gone.text());
+        assert_eq!(get(server.addr, &fresh, &[]).await.body, b"new");
+        // The room still replays both shares; the page asks for the file and shows the
+        // expired one as gone on that 404 (tests/browser/files.test.mjs).
+        let cookie = sign_in(server.addr, "cat", "").await;
+        let value = cookie.trim_start_matches("Cookie: ").to_owned();
+        let mut cat = try_ws_with(server.addr, "/ws/lobby", &[("Cookie", &value)])
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut cat).await["type"], "welcome");
+        let replayed = [next_file(&mut cat).await, next_file(&mut cat).await];
+        let urls: Vec<&str> = replayed
+            .iter()
+            .map(|f| f["file"]["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(urls, [old.as_str(), fresh.as_str()]);
+    });
+    // Its bytes are gone from the disk and from the index.
+    let id = old.split('/').nth(2).unwrap();
+    assert!(!dir.join("files").join(id).exists());
+    let index = std::fs::read_to_string(dir.join("files").join("index.json")).unwrap();
+    assert!(!index.contains(id), "{index}");
+}

@@ -432,7 +432,7 @@ fn healthz_counts_refusals_per_reason() {
         assert_eq!(
             counts,
             serde_json::json!({"connections": 1, "per_address": 0, "new_rooms": 0,
-                               "sign_ins": 0, "passcode": 0, "origin": 1, "memory": 0, "banned": 0})
+                               "sign_ins": 0, "passcode": 0, "origin": 1, "memory": 0, "uploads": 0, "banned": 0})
         );
     });
 }

@@ -144,7 +144,7 @@ fn healthz_counts_rooms_connections_and_messages() {
             serde_json::json!({"rooms": 2, "connections": 2, "messages": 1, "dropped": 0, "disk_bytes": 0,
                 "held_back": 0, "flooders_closed": 0, "dropped_for_backlog": 0,
                 "refused": {"connections": 0, "per_address": 0, "new_rooms": 0, "sign_ins": 0,
-                            "passcode": 0, "origin": 0, "memory": 0, "banned": 0},
+                            "passcode": 0, "origin": 0, "memory": 0, "uploads": 0, "banned": 0},
                 "moderated": {"delete": 0, "own_delete": 0, "kick": 0, "mute": 0, "unmute": 0,
                               "ban": 0, "unban": 0, "lock": 0, "unlock": 0, "announce": 0,
                               "clear": 0}})

@@ -4,7 +4,8 @@
 //! connection loop already refused bodies over `--max-file-bytes`). It checks the session and
 //! that the person has a seat in the room before reading a byte, then streams the body into the
 //! store through one fixed buffer, and announces the file in the room once it is whole on disk.
-//! The answer, 201, is the room's `file` frame.
+//! The answer, 201, is the room's `file` frame. Each address may start `--uploads-per-minute`
+//! uploads a minute (`429` with `Retry-After` beyond), the files' sender limit.
 //!
 //! `GET /files/:id/:name` serves a file by its id (the name is only for people). What a file is
 //! comes from its first bytes, never from the uploader: only PNG, JPEG, GIF and WebP whose
@@ -13,10 +14,11 @@
 //! the chat's origin. Single byte ranges (206, 416), ETag (the id: a file never changes) and
 //! revalidation on every use, so a removed file shows as gone at once.
 
-use super::{plain, query, session, State};
+use super::{peer_ip, plain, query, refuse, session, too_many, State};
 use crate::files::{clean_name, valid_id, FileError, Kind, Stored};
 use crate::message::valid_room;
 use crate::room::SharedFile;
+use crate::stats::Refusal;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use smol::io::{AsyncReadExt, BufReader};
 use smol::Unblock;
@@ -125,6 +127,21 @@ async fn upload(mut req: Request<State>) -> tide::Result {
         return Ok(plain(StatusCode::Forbidden, &why.to_string()));
     }
     let peer = req.peer_addr().unwrap_or("unknown").to_owned();
+    // Counted once the upload may start: the sender limit on files, per address like the other
+    // per-minute limits (several tabs and phones behind one router share it).
+    if let Some(wait) = peer_ip(&req).and_then(|ip| state.uploads.try_count(ip).err()) {
+        refuse(
+            state,
+            Refusal::Upload,
+            &peer,
+            "upload: too many from its address",
+        );
+        let why = format!(
+            "too many uploads from your address: try again in {} s",
+            wait.as_secs().max(1)
+        );
+        return Ok(too_many(&why, Some(wait)));
+    }
     let mut upload = match files.begin(&room, &name, size).await {
         Ok(upload) => upload,
         Err(error) => return Ok(refused(&peer, &error)),

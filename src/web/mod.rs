@@ -81,6 +81,8 @@ pub struct State {
     pub sign_ins: Arc<PerWindow>,
     /// Rooms started per address, against `--new-rooms-per-minute`.
     pub new_rooms: Arc<PerWindow>,
+    /// Uploads started per address, against `--uploads-per-minute`.
+    pub uploads: Arc<PerWindow>,
     /// The store of shared files; `None`: sharing is off.
     pub files: Option<Arc<crate::files::Files>>,
     /// Where people reach the server, for the invite card and QR codes.
