@@ -487,3 +487,38 @@ fn files_older_than_file_days_are_removed_and_show_as_gone() {
     let index = std::fs::read_to_string(dir.join("files").join("index.json")).unwrap();
     assert!(!index.contains(id), "{index}");
 }
+
+#[test]
+fn deleting_a_file_message_removes_the_file() {
+    let dir = temp_dir("files-delete");
+    let server = start(with_files(&dir, 1 << 20, 10 << 20));
+    smol::block_on(async {
+        let (cookie, mut ann) = seated(server.addr, "ann", "lobby").await;
+        let reply = post(server.addr, "/files/lobby?name=cat.gif", &cookie, &gif(100)).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let shared = next_file(&mut ann).await;
+        let url = shared["file"]["url"].as_str().unwrap().to_owned();
+        assert_eq!(get(server.addr, &url, &[]).await.status, 200);
+        let delete = serde_json::json!({"action": "delete", "id": shared["id"]});
+        ann.send(async_tungstenite::tungstenite::Message::text(
+            delete.to_string(),
+        ))
+        .await
+        .unwrap();
+        loop {
+            let frame = next_json(&mut ann).await;
+            if frame["type"] == "delete" {
+                assert_eq!(frame["id"], shared["id"]);
+                break;
+            }
+        }
+        // The file goes off the disk right after its message (a task of its own).
+        let deadline = std::time::Instant::now() + STEP;
+        while get(server.addr, &url, &[]).await.status != 404 {
+            assert!(std::time::Instant::now() < deadline, "{url} still served");
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+        }
+        let id = url.split('/').nth(2).unwrap();
+        assert!(!dir.join("files").join(id).exists());
+    });
+}

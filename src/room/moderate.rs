@@ -163,11 +163,17 @@ impl Room {
             self.forget_file(&entry.frame);
         }
         self.broadcast(tombstone, Delivery::Every);
-        if host && !own {
-            self.notice("A host removed a message.");
+        if host {
             log::info!("room {}: a host deleted message {message}", self.name);
             self.shared.stats.moderated("delete");
+            if !own {
+                self.notice("A host removed a message.");
+            }
         } else {
+            log::debug!(
+                "room {}: message {message} deleted by its author",
+                self.name
+            );
             self.shared.stats.moderated("own_delete");
         }
     }

@@ -169,13 +169,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
     }
     // The same browser keeps its person id when it changes its name.
     let previous = session(&req);
-    if let Some(refusal) = super::banned(
-        &req,
-        previous
-            .as_ref()
-            .map(|s| Session { host, ..s.clone() })
-            .as_ref(),
-    ) {
+    if let Some(refusal) = super::banned_as(&req, previous.as_ref().map(|s| s.person), host) {
         return Ok(refusal);
     }
     let person = previous.map_or_else(random_person, |s| s.person);

@@ -150,8 +150,16 @@ fn session(req: &Request<State>) -> Option<Session> {
 /// A 403 for a banned session or address (sign-in, page, WebSocket), counted and logged; `None`
 /// if no ban holds. A host is never shut out by an address ban, only by their own session's.
 fn banned(req: &Request<State>, session: Option<&Session>) -> Option<Response> {
+    banned_as(
+        req,
+        session.map(|s| s.person),
+        session.is_some_and(|s| s.host),
+    )
+}
+
+/// [`banned`] for `person` (if known), a host or not.
+fn banned_as(req: &Request<State>, person: Option<u64>, host: bool) -> Option<Response> {
     let state = req.state();
-    let (person, host) = (session.map(|s| s.person), session.is_some_and(|s| s.host));
     let reason = state.moderation.banned(person, peer_ip(req), host)?;
     let peer = req.peer_addr().unwrap_or("unknown");
     refuse(
