@@ -13,6 +13,7 @@
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.
+//! - `history/`: each room's ring of recent messages and its file on disk, with tombstones.
 //! - `message/`: the wire protocol (outbound frames, inbound text and actions, names, time).
 //! - `moderation/`: the hosts' book: bans, mutes, locks, announcements, kept crash-safe.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
