@@ -322,7 +322,14 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     if no_files {
         settings.config.files = false;
     }
-    Ok(Command::Run(Box::new(settings.config)))
+    let config = settings.config;
+    if config.admin_passcode.is_some() && config.admin_passcode == config.passcode {
+        return Err(ConfigError(
+            "the admin passcode must differ from the passcode: everyone who may chat would be a host"
+                .into(),
+        ));
+    }
+    Ok(Command::Run(Box::new(config)))
 }
 
 fn flag_error(e: pico_args::Error) -> ConfigError {
@@ -715,6 +722,8 @@ mod tests {
             assert!(run(&["--delete-window", bad]).is_err(), "{bad}");
         }
         assert!(run(&["--admin-passcode", " "]).is_err());
+        let same = run(&["--passcode", "x", "--admin-passcode", "x"]).unwrap_err();
+        assert!(same.to_string().contains("must differ"), "{same}");
     }
 
     #[test]
