@@ -13,6 +13,7 @@
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
 //! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.
 //! - `message`: the wire protocol.
+//! - `dm`: direct rooms: their names, who may enter, who has which.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
 //! - [`trace`]: the book's tracer.
@@ -28,6 +29,7 @@ mod addresses;
 mod client;
 mod coalesce;
 pub mod config;
+mod dm;
 mod files;
 mod history;
 mod http;

@@ -87,6 +87,10 @@ impl Server {
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
         let invite = Arc::new(Invite::new(addr, config));
+        let directs = Arc::new(match &config.data_dir {
+            Some(dir) => crate::dm::Directs::open(dir)?,
+            None => crate::dm::Directs::in_memory(),
+        });
         let state = web::State {
             registry: Registry::new(
                 executor.clone(),
@@ -129,6 +133,7 @@ impl Server {
             )),
             files: files.clone(),
             invite: invite.clone(),
+            directs,
         };
         if let Some(files) = files {
             executor

@@ -22,6 +22,7 @@
 
 mod keepalive;
 pub mod limits;
+mod notices;
 mod presence;
 mod registry;
 mod share;
@@ -352,6 +353,7 @@ impl Room {
     }
 
     fn forward(&mut self, id: ClientId, text: String) {
+        let from = id;
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.
         };
@@ -371,6 +373,9 @@ impl Room {
         }
         .encode_metered(&self.shared.meter);
         self.keep(id, &frame);
+        if let Some(seat) = self.members.get(&from) {
+            self.tell_elsewhere(id, &seat.name, &mentions);
+        }
         self.broadcast(frame, Delivery::Every);
     }
 

@@ -57,7 +57,7 @@ pub(super) fn routes(app: &mut tide::Server<State>) {
 /// Where to go after signing in: the page asked for, if it is one of ours.
 fn safe_next(next: &str) -> &str {
     match next.strip_prefix("/r/") {
-        Some(room) if valid_room(room) => next,
+        Some(room) if valid_room(room) || crate::dm::is_direct(room) => next,
         _ => "/",
     }
 }
