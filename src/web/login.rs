@@ -4,6 +4,7 @@
 
 use super::{html_response, peer_ip, plain, query, random_person, refuse, session, State};
 use crate::message::{display_name, valid_room};
+use super::i18n::{for_request, Strings};
 use crate::session::Session;
 use crate::stats::Refusal;
 use askama::Template;
@@ -35,6 +36,8 @@ struct LoginPage<'a> {
     needs_passcode: bool,
     error: Option<&'a str>,
     version: &'a str,
+    /// The words, in the request's language.
+    t: &'a Strings,
 }
 
 /// What the sign-in form posts.
@@ -65,6 +68,7 @@ fn safe_next(next: &str) -> &str {
 /// The sign-in page with `error` shown, answered with `status`.
 pub(super) fn login_form(
     state: &State,
+    t: &Strings,
     name: &str,
     next: &str,
     error: Option<&str>,
@@ -76,6 +80,7 @@ pub(super) fn login_form(
         needs_passcode: state.passcode.is_some(),
         error,
         version: env!("CARGO_PKG_VERSION"),
+        t,
     }
     .render()?;
     Ok(html_response(status, html))
@@ -84,11 +89,12 @@ pub(super) fn login_form(
 async fn login_page(req: Request<State>) -> tide::Result {
     let next = query(&req, "next").unwrap_or_default();
     let name = session(&req).map(|s| s.name).unwrap_or_default();
-    login_form(req.state(), &name, &next, None, StatusCode::Ok)
+    login_form(req.state(), for_request(&req), &name, &next, None, StatusCode::Ok)
 }
 
 /// Checks the form (name, passcode with its rate limit), then sets the cookie and redirects.
 async fn login(mut req: Request<State>) -> tide::Result {
+    let t = for_request(&req);
     let form: LoginForm = match req.body_form().await {
         Ok(form) => form,
         Err(_) => return Ok(plain(StatusCode::BadRequest, "expected a sign-in form")),
@@ -105,17 +111,18 @@ async fn login(mut req: Request<State>) -> tide::Result {
             peer,
             "sign-in: too many from its address",
         );
-        let why = "Too many sign-ins from your address.";
-        return try_again_later(&state, &form.name, &form.next, why, wait);
+        let why = t.get("tooManySignIns");
+        return try_again_later(&state, t, &form.name, &form.next, why, wait);
     }
     let name = match display_name(&form.name) {
         Ok(name) => name.to_owned(),
         Err(why) => {
             return login_form(
                 &state,
+                t,
                 &form.name,
                 &form.next,
-                Some(why),
+                Some(t.get(why)),
                 StatusCode::BadRequest,
             )
         }
@@ -128,8 +135,8 @@ async fn login(mut req: Request<State>) -> tide::Result {
                 peer,
                 "sign-in: locked out after wrong passcodes",
             );
-            let why = "Too many wrong passcodes.";
-            return try_again_later(&state, &name, &form.next, why, wait);
+            let why = t.get("tooManyWrongPasscodes");
+            return try_again_later(&state, t, &name, &form.next, why, wait);
         }
         if !same_secret(form.passcode.trim(), passcode) {
             if let Some(ip) = ip {
@@ -138,9 +145,10 @@ async fn login(mut req: Request<State>) -> tide::Result {
             log::warn!("{peer}: wrong passcode");
             return login_form(
                 &state,
+                t,
                 &name,
                 &form.next,
-                Some("Wrong passcode."),
+                Some(t.get("wrongPasscode")),
                 StatusCode::Unauthorized,
             );
         }
@@ -171,14 +179,16 @@ async fn logout(req: Request<State>) -> tide::Result {
 /// The sign-in form answered `429`: `why`, and when to try again (also in `Retry-After`).
 fn try_again_later(
     state: &State,
+    t: &Strings,
     name: &str,
     next: &str,
     why: &str,
     wait: Duration,
 ) -> tide::Result {
     let seconds = wait.as_secs().max(1);
-    let why = format!("{why} Try again in {seconds} s.");
-    let mut res = login_form(state, name, next, Some(&why), StatusCode::TooManyRequests)?;
+    let again = t.get("tryAgainIn").replace("{seconds}", &seconds.to_string());
+    let why = format!("{why} {again}");
+    let mut res = login_form(state, t, name, next, Some(&why), StatusCode::TooManyRequests)?;
     res.insert_header("Retry-After", seconds.to_string());
     Ok(res)
 }

@@ -50,7 +50,14 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
     };
     let Some(session) = session(req) else {
         // First visit (or a cookie that does not check out): ask for a name here.
-        return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
+        return login_form(
+            req.state(),
+            super::i18n::for_request(req),
+            "",
+            req.url().path(),
+            None,
+            StatusCode::Ok,
+        );
     };
     if let Err(refused) = super::direct::check_room(req, room) {
         return Ok(refused);
