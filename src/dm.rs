@@ -34,9 +34,11 @@ pub fn parties(room: &str) -> Option<(u64, u64)> {
     let rest = room.strip_prefix(PREFIX)?;
     let (a, b) = rest.split_once('.')?;
     let hex = |s: &str| {
-        (s.len() == 16 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
-            .then(|| u64::from_str_radix(s, 16).ok())
-            .flatten()
+        (s.len() == 16
+            && s.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
     };
     let (a, b) = (hex(a)?, hex(b)?);
     // Only the one spelling: the smaller first (a person talking to themself is refused).
@@ -265,7 +267,10 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let table = Directs::open(&dir).unwrap();
         let room = table.open_room((5, "Ann\tLee"), (9, "Bob")).unwrap();
-        assert_eq!(table.open_room((9, "Bob"), (5, "Ann\tLee")), Some(room.clone()));
+        assert_eq!(
+            table.open_room((9, "Bob"), (5, "Ann\tLee")),
+            Some(room.clone())
+        );
         assert_eq!(table.open_room((5, "Ann"), (5, "Ann")), None);
         table.open_room((5, "Ann\tLee"), (11, "Cy")).unwrap();
         let names = |list: Vec<Direct>| list.into_iter().map(|d| d.with).collect::<Vec<_>>();

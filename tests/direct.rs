@@ -59,8 +59,16 @@ fn a_direct_room_is_for_its_two_people_only() {
         let mut cy_lobby = expect_welcome(ws_as(addr, "/ws/lobby", &cy).await, "Cy").await;
 
         // Nobody called Dee is here; nor can one open a room with oneself, or unsigned.
-        assert_eq!(post(addr, "/dm?room=lobby&name=Dee", &ann).await.status, 404);
-        assert_eq!(post(addr, "/dm?room=lobby&name=Bob", "X-No: cookie").await.status, 401);
+        assert_eq!(
+            post(addr, "/dm?room=lobby&name=Dee", &ann).await.status,
+            404
+        );
+        assert_eq!(
+            post(addr, "/dm?room=lobby&name=Bob", "X-No: cookie")
+                .await
+                .status,
+            401
+        );
         let opened = post(addr, "/dm?room=lobby&name=Bob", &ann).await;
         assert_eq!(opened.status, 200, "{}", opened.text());
         let opened: serde_json::Value = serde_json::from_slice(&opened.body).unwrap();
@@ -71,20 +79,41 @@ fn a_direct_room_is_for_its_two_people_only() {
         // Bob hears of it on the room he is in, and his rooms list has it, with Ann's name.
         let notice = next_news(&mut bob_lobby).await;
         assert_eq!(
-            (&notice["type"], &notice["room"], &notice["name"], &notice["direct"], &notice["id"]),
-            (&"notice".into(), &room.as_str().into(), &"Ann".into(), &true.into(), &0.into())
+            (
+                &notice["type"],
+                &notice["room"],
+                &notice["name"],
+                &notice["direct"],
+                &notice["id"]
+            ),
+            (
+                &"notice".into(),
+                &room.as_str().into(),
+                &"Ann".into(),
+                &true.into(),
+                &0.into()
+            )
         );
         let listed = rooms_of(&get(addr, "/rooms", &[&bob]).await);
-        let entry = listed.iter().find(|r| r["room"] == room.as_str()).expect("listed");
+        let entry = listed
+            .iter()
+            .find(|r| r["room"] == room.as_str())
+            .expect("listed");
         assert_eq!(entry["with"], "Ann");
         // Cy's list does not show it.
         let theirs = rooms_of(&get(addr, "/rooms", &[&cy]).await);
-        assert!(theirs.iter().all(|r| r["room"] != room.as_str()), "{theirs:?}");
+        assert!(
+            theirs.iter().all(|r| r["room"] != room.as_str()),
+            "{theirs:?}"
+        );
 
         // Everyone else is refused: page, upgrade and member list; an impostor called Bob too.
         let impostor = sign_in(addr, "Bob", "open sesame").await;
         for stranger in [&cy, &impostor] {
-            assert_eq!(get(addr, &format!("/r/{room}"), &[stranger]).await.status, 403);
+            assert_eq!(
+                get(addr, &format!("/r/{room}"), &[stranger]).await.status,
+                403
+            );
             let upgrade: Vec<&str> = UPGRADE.iter().copied().chain([stranger.as_str()]).collect();
             let status = status_of(addr, get_request(addr, &format!("/ws/{room}"), &upgrade)).await;
             assert_eq!(status, 403);
@@ -94,7 +123,10 @@ fn a_direct_room_is_for_its_two_people_only() {
         // A name that is no one pair's spelling is no room at all.
         let (a, b) = room["dm.".len()..].split_once('.').unwrap();
         let swapped = format!("dm.{b}.{a}");
-        assert_eq!(get(addr, &format!("/r/{swapped}"), &[&ann]).await.status, 400);
+        assert_eq!(
+            get(addr, &format!("/r/{swapped}"), &[&ann]).await.status,
+            400
+        );
         // The two may see the page.
         assert_eq!(get(addr, &format!("/r/{room}"), &[&ann]).await.status, 200);
         let page = get(addr, &format!("/r/{room}"), &[&bob]).await;
@@ -102,35 +134,58 @@ fn a_direct_room_is_for_its_two_people_only() {
         assert!(page.text().contains("data-direct-with=\"Ann\""));
 
         // Ann speaks in the direct room: Bob is told on the lobby, Cy is told nothing.
-        let mut ann_dm = expect_welcome(ws_as(addr, &format!("/ws/{room}"), &ann).await, "Ann").await;
+        let mut ann_dm =
+            expect_welcome(ws_as(addr, &format!("/ws/{room}"), &ann).await, "Ann").await;
         say(&mut ann_dm, "psst, Bob").await;
         assert_eq!(next_message(&mut ann_dm).await["text"], "psst, Bob");
         let notice = next_news(&mut bob_lobby).await;
         assert_eq!(
-            (&notice["type"], &notice["room"], &notice["id"], &notice["name"]),
-            (&"notice".into(), &room.as_str().into(), &1.into(), &"Ann".into())
+            (
+                &notice["type"],
+                &notice["room"],
+                &notice["id"],
+                &notice["name"]
+            ),
+            (
+                &"notice".into(),
+                &room.as_str().into(),
+                &1.into(),
+                &"Ann".into()
+            )
         );
         say(&mut bob_lobby, "marker").await;
         // Cy's next news is the lobby's message: no notice of the direct room came first.
         let next = next_news(&mut cy_lobby).await;
-        assert_eq!((&next["type"], &next["text"]), (&"message".into(), &"marker".into()));
+        assert_eq!(
+            (&next["type"], &next["text"]),
+            (&"message".into(), &"marker".into())
+        );
 
         // Bob opens it and reads the history; his answer reaches Ann.
         let mut bob_dm = ws_as(addr, &format!("/ws/{room}"), &bob).await;
         let welcome = next_json(&mut bob_dm).await;
-        assert_eq!((&welcome["type"], &welcome["last_id"]), (&"welcome".into(), &1.into()));
+        assert_eq!(
+            (&welcome["type"], &welcome["last_id"]),
+            (&"welcome".into(), &1.into())
+        );
         assert_eq!(next_message(&mut bob_dm).await["text"], "psst, Bob");
         say(&mut bob_dm, "hello Ann").await;
         assert_eq!(next_message(&mut ann_dm).await["text"], "hello Ann");
         let listed = rooms_of(&get(addr, "/rooms", &[&ann]).await);
         let entry = listed.iter().find(|r| r["room"] == room.as_str()).unwrap();
-        assert_eq!((&entry["with"], &entry["last_id"]), (&"Bob".into(), &2.into()));
+        assert_eq!(
+            (&entry["with"], &entry["last_id"]),
+            (&"Bob".into(), &2.into())
+        );
 
         // Catch-up: Ann comes back asking for what came after id 1.
         drop(ann_dm);
         let mut again = ws_as(addr, &format!("/ws/{room}?since=1"), &ann).await;
         let welcome = next_json(&mut again).await;
-        assert_eq!((&welcome["last_id"], &welcome["complete"]), (&2.into(), &true.into()));
+        assert_eq!(
+            (&welcome["last_id"], &welcome["complete"]),
+            (&2.into(), &true.into())
+        );
         assert_eq!(next_message(&mut again).await["text"], "hello Ann");
     });
     assert!(server.shutdown());
@@ -152,7 +207,12 @@ fn a_mention_elsewhere_is_a_notice_to_the_person_mentioned_only() {
         assert_eq!(seen["mentions"], serde_json::json!(["Bob"]));
         let notice = next_news(&mut bob_lobby).await;
         assert_eq!(
-            (&notice["type"], &notice["room"], &notice["mention"], &notice["id"]),
+            (
+                &notice["type"],
+                &notice["room"],
+                &notice["mention"],
+                &notice["id"]
+            ),
             (&"notice".into(), &"kitchen".into(), &true.into(), &1.into())
         );
         // The kitchen's connection had the message itself, not a notice on top.

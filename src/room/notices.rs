@@ -127,7 +127,9 @@ impl Notices {
         let mut queued = 0;
         for listener in list.iter().filter(|l| &*l.room != room) {
             let frame = frame.get_or_insert_with(|| notice.encode_metered(meter));
-            if let Pushed::Queued(_) = listener.frames.push_within(frame.clone(), listener.limit / 2)
+            if let Pushed::Queued(_) = listener
+                .frames
+                .push_within(frame.clone(), listener.limit / 2)
             {
                 queued += 1;
             }

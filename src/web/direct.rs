@@ -11,23 +11,23 @@ use tide::{Request, Response, StatusCode};
 
 /// What a route that names `room` must answer instead, if anything: 400 for a name that is
 /// no room's, 401 or 403 for a direct room the request's session may not enter.
-pub(super) fn check_room(req: &Request<State>, room: &str) -> Result<(), Response> {
+pub(super) fn check_room(req: &Request<State>, room: &str) -> Option<Response> {
     if valid_room(room) {
-        return Ok(());
+        return None;
     }
     if !dm::is_direct(room) {
-        return Err(plain(
+        return Some(plain(
             StatusCode::BadRequest,
             "room names are 1-32 of a-z, 0-9, - and _",
         ));
     }
     match dm::may_enter(room, session(req).map(|s| s.person)) {
-        Ok(()) => Ok(()),
-        Err(Refused::NoSession) => Err(plain(
+        Ok(()) => None,
+        Err(Refused::NoSession) => Some(plain(
             StatusCode::Forbidden,
             "a direct room is for its two people: sign in first",
         )),
-        Err(Refused::NotAParty) => Err(plain(
+        Err(Refused::NotAParty) => Some(plain(
             StatusCode::Forbidden,
             "this direct room is for two other people",
         )),
@@ -51,7 +51,7 @@ async fn open(req: Request<State>) -> tide::Result {
             "say with whom: ?room=ROOM&name=NAME",
         ));
     };
-    if let Err(refused) = check_room(&req, &room) {
+    if let Some(refused) = check_room(&req, &room) {
         return Ok(refused);
     }
     let notices = state.registry.notices();

@@ -88,7 +88,7 @@ async fn upload(mut req: Request<State>) -> tide::Result {
         return Ok(plain(StatusCode::NotFound, "file sharing is off"));
     };
     let room = req.param("room")?.to_owned();
-    if let Err(refused) = super::direct::check_room(&req, &room) {
+    if let Some(refused) = super::direct::check_room(&req, &room) {
         return Ok(refused);
     }
     let Some(session) = session(&req) else {

@@ -2,9 +2,9 @@
 //! per-address lockout, and the
 //! signed session cookie; `/session` tells the page whether its cookie still holds.
 
+use super::i18n::{for_request, Strings};
 use super::{html_response, peer_ip, plain, query, random_person, refuse, session, State};
 use crate::message::{display_name, valid_room};
-use super::i18n::{for_request, Strings};
 use crate::session::Session;
 use crate::stats::Refusal;
 use askama::Template;
@@ -89,7 +89,14 @@ pub(super) fn login_form(
 async fn login_page(req: Request<State>) -> tide::Result {
     let next = query(&req, "next").unwrap_or_default();
     let name = session(&req).map(|s| s.name).unwrap_or_default();
-    login_form(req.state(), for_request(&req), &name, &next, None, StatusCode::Ok)
+    login_form(
+        req.state(),
+        for_request(&req),
+        &name,
+        &next,
+        None,
+        StatusCode::Ok,
+    )
 }
 
 /// Checks the form (name, passcode with its rate limit), then sets the cookie and redirects.
@@ -186,9 +193,18 @@ fn try_again_later(
     wait: Duration,
 ) -> tide::Result {
     let seconds = wait.as_secs().max(1);
-    let again = t.get("tryAgainIn").replace("{seconds}", &seconds.to_string());
+    let again = t
+        .get("tryAgainIn")
+        .replace("{seconds}", &seconds.to_string());
     let why = format!("{why} {again}");
-    let mut res = login_form(state, t, name, next, Some(&why), StatusCode::TooManyRequests)?;
+    let mut res = login_form(
+        state,
+        t,
+        name,
+        next,
+        Some(&why),
+        StatusCode::TooManyRequests,
+    )?;
     res.insert_header("Retry-After", seconds.to_string());
     Ok(res)
 }

@@ -59,7 +59,7 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
             StatusCode::Ok,
         );
     };
-    if let Err(refused) = super::direct::check_room(req, room) {
+    if let Some(refused) = super::direct::check_room(req, room) {
         return Ok(refused);
     }
     // A direct room shows the other person's name; "someone" if the table forgot it.

@@ -69,7 +69,7 @@ async fn members(req: Request<State>) -> tide::Result {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));
     }
     let room = req.param("room")?;
-    if let Err(refused) = super::direct::check_room(&req, room) {
+    if let Some(refused) = super::direct::check_room(&req, room) {
         return Ok(refused);
     }
     let limit = match query(&req, "limit").map(|v| v.parse::<usize>()) {

@@ -18,7 +18,7 @@ use tide::{Request, Response, StatusCode};
 pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     let state = req.state();
     let room = req.param("room")?;
-    if let Err(refused) = super::direct::check_room(&req, room) {
+    if let Some(refused) = super::direct::check_room(&req, room) {
         return Ok(refused);
     }
     let key = match websocket_key(&req) {
