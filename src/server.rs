@@ -96,6 +96,10 @@ impl Server {
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
         let invite = Arc::new(Invite::new(addr, config));
+        let directs = Arc::new(match &config.data_dir {
+            Some(dir) => crate::dm::Directs::open(dir)?,
+            None => crate::dm::Directs::in_memory(),
+        });
         let state = web::State {
             registry: Registry::new(
                 executor.clone(),
@@ -143,6 +147,7 @@ impl Server {
             uploads: Arc::new(addresses::PerWindow::per_minute(config.uploads_per_minute)),
             files: files.clone(),
             invite: invite.clone(),
+            directs,
         };
         if let Some(files) = files {
             executor
