@@ -19,8 +19,7 @@ pub enum Inbound {
 
 /// What a browser may ask the room to do. All but `delete` (of one's own recent message) are
 /// for hosts only.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Removes message `id` everywhere: open pages, the history, the disk.
     Delete {
@@ -32,7 +31,6 @@ pub enum Action {
         /// Their display name in this room.
         name: String,
         /// Shown to them.
-        #[serde(default)]
         reason: String,
     },
     /// Refuses what that person sends, in every room, for a while.
@@ -52,7 +50,6 @@ pub enum Action {
         /// Their display name in this room.
         name: String,
         /// Shown to them, now and whenever they try again.
-        #[serde(default)]
         reason: String,
     },
     /// Lifts a ban.
@@ -94,6 +91,60 @@ impl Action {
     }
 }
 
+/// An `action` object as it comes, every field optional: read flat and checked by hand, as
+/// serde's internally tagged enums bring a large buffering deserializer into the binary.
+#[derive(Deserialize)]
+struct Request {
+    action: String,
+    id: Option<u64>,
+    name: Option<String>,
+    reason: Option<String>,
+    minutes: Option<f64>,
+    text: Option<String>,
+}
+
+impl TryFrom<Request> for Action {
+    type Error = String;
+
+    fn try_from(r: Request) -> Result<Action, String> {
+        let need = |field: Option<String>, what: &str| {
+            field.ok_or_else(|| format!("`{}` needs `{what}`", r.action))
+        };
+        let reason = r.reason.unwrap_or_default();
+        Ok(match r.action.as_str() {
+            "delete" => Action::Delete {
+                id: r.id.ok_or("`delete` needs `id`")?,
+            },
+            "kick" => Action::Kick {
+                name: need(r.name, "name")?,
+                reason,
+            },
+            "mute" => Action::Mute {
+                minutes: r.minutes.ok_or("`mute` needs `minutes`")?,
+                name: need(r.name, "name")?,
+            },
+            "unmute" => Action::Unmute {
+                name: need(r.name, "name")?,
+            },
+            "ban" => Action::Ban {
+                name: need(r.name, "name")?,
+                reason,
+            },
+            "unban" => Action::Unban {
+                name: need(r.name, "name")?,
+            },
+            "bans" => Action::Bans,
+            "lock" => Action::Lock,
+            "unlock" => Action::Unlock,
+            "announce" => Action::Announce {
+                text: need(r.text, "text")?,
+            },
+            "clear" => Action::Clear,
+            other => return Err(format!("unknown action `{other}`")),
+        })
+    }
+}
+
 /// Reads one inbound text frame.
 pub fn inbound(frame: &str) -> Inbound {
     /// Just enough to tell chat from a request without parsing twice.
@@ -105,8 +156,8 @@ pub fn inbound(frame: &str) -> Inbound {
     match serde_json::from_str::<Probe>(frame) {
         Ok(Probe {
             action: Some(_), ..
-        }) => match serde_json::from_str::<Action>(frame) {
-            Ok(action) => Inbound::Act(action),
+        }) => match serde_json::from_str::<Request>(frame) {
+            Ok(request) => Action::try_from(request).map_or_else(Inbound::Unreadable, Inbound::Act),
             Err(e) => Inbound::Unreadable(e.to_string()),
         },
         Ok(Probe {

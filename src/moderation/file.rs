@@ -32,7 +32,7 @@ pub(super) fn load(path: &Path) -> io::Result<Option<Book>> {
 
 /// Writes `book` to `path` atomically and durably.
 pub(super) fn save(path: &Path, book: &Book) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(book).expect("the book is plain data");
+    let json = serde_json::to_vec(book).expect("the book is plain data");
     let temporary = path.with_extension("json.tmp");
     let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", temporary.display()));
     let mut file = File::create(&temporary).map_err(context)?;

@@ -130,6 +130,11 @@ enum Event {
         id: ClientId,
         action: Box<crate::message::Action>,
     },
+    /// Who is seated under `name` (their person id), for opening a direct room with them.
+    Whois {
+        name: String,
+        reply: Sender<Option<u64>>,
+    },
     /// A host banned someone in another room: let their connections here go too.
     Banish(Arc<moderate::Banished>),
     /// Someone asks for a page of the member list (names after `after`, at most `limit`).
@@ -286,6 +291,10 @@ impl Room {
                 Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
                 Wake::Event(Event::Act { id, action }) => self.act(id, *action).await,
                 Wake::Event(Event::Banish(banished)) => self.banish(&banished),
+                Wake::Event(Event::Whois { name, reply }) => {
+                    let seat = self.members.values().find(|seat| seat.name == name);
+                    let _ = reply.try_send(seat.map(|seat| seat.person));
+                }
                 Wake::Event(Event::Members {
                     after,
                     limit,

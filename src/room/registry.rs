@@ -50,6 +50,8 @@ pub(super) struct RoomEntry {
     pub(super) events: Sender<Event>,
     /// People in the room (names counted once), published by the room for `/rooms`.
     people: Arc<AtomicUsize>,
+    /// The room's name, shared by its connections' entries in `notices`.
+    name: Arc<str>,
 }
 
 pub(super) struct Shared {
@@ -128,28 +130,28 @@ impl Registry {
         let (reply_tx, reply) = async_channel::bounded(1);
         let listener = (
             request.person,
-            request.room.clone(),
-            request.name.clone(),
             request.outbox.frames.clone(),
             request.outbox.limit,
         );
         let mut rooms = self.shared.rooms.lock().await;
-        let events = match rooms.get(&request.room) {
-            Some(entry) => entry.events.clone(),
+        let (events, room_name) = match rooms.get(&request.room) {
+            Some(entry) => (entry.events.clone(), entry.name.clone()),
             None => {
                 let (events, inbox) = async_channel::bounded(ROOM_EVENT_QUEUE);
                 let people = Arc::new(AtomicUsize::new(0));
+                let name: Arc<str> = Arc::from(request.room.as_str());
                 rooms.insert(
                     request.room.clone(),
                     RoomEntry {
                         events: events.clone(),
                         people: people.clone(),
+                        name: name.clone(),
                     },
                 );
                 self.shared.stats.room_opened();
                 let room = Room::new(request.room.clone(), self.shared.clone(), people);
                 self.shared.executor.spawn(room.run(inbox)).detach();
-                events
+                (events, name)
             }
         };
         // The room ends only under this lock, so it is alive to receive this join.
@@ -162,9 +164,9 @@ impl Registry {
         drop(rooms);
         match reply.recv().await {
             Ok(Ok(())) => {
-                let (person, room, name, frames, limit) = listener;
+                let (person, frames, limit) = listener;
                 let notices = &self.shared.notices;
-                notices.listen(id, person, &room, &name, frames, limit);
+                notices.listen(id, person, room_name, frames, limit);
                 Ok(Member {
                     id,
                     room: events,

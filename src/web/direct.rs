@@ -54,8 +54,7 @@ async fn open(req: Request<State>) -> tide::Result {
     if let Some(refused) = check_room(&req, &room) {
         return Ok(refused);
     }
-    let notices = state.registry.notices();
-    let Some(other) = notices.person_in(&room, &name) else {
+    let Some(other) = state.registry.person_in(&room, &name).await else {
         return Ok(plain(
             StatusCode::NotFound,
             &format!("nobody called {name} is in {room} now"),
@@ -79,6 +78,7 @@ async fn open(req: Request<State>) -> tide::Result {
         mention: false,
     };
     // Told on every connection, the one in `room` too: none of them is in the direct room yet.
+    let notices = state.registry.notices();
     notices.tell(other, "", &notice, state.registry.meter());
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(tide::Body::from_json(
