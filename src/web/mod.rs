@@ -1,7 +1,7 @@
 //! The tide app: routes, and the helpers every route uses (plain and HTML answers, the session
 //! lookup). This folder is the only place that imports tide; the upgrade hands a raw connection
 //! to [`crate::client`], which speaks WebSocket from then on. One file per concern: `pages`,
-//! `assets`, `login`, `upgrade`, `status`.
+//! `assets`, `login`, `upgrade`, `status`, `metrics`.
 //!
 //! | route            | answer                                                          |
 //! |------------------|-----------------------------------------------------------------|
@@ -15,6 +15,7 @@
 //! | `GET /session`   | JSON: who the cookie says you are, or 401                       |
 //! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
 //! | `GET /healthz`   | JSON counters                                                   |
+//! | `GET /metrics`   | the same and more in the Prometheus text format                 |
 //! | `POST /files/:room` | shares the body as a file into `room` (`?name=`), 201 + frame |
 //! | `GET /files/:id/:name` | a shared file, typed by its bytes, sandboxed             |
 //! | `GET /rooms/:room/members` | one page of a room's member list (`?after=&limit=`)  |
@@ -27,6 +28,7 @@ mod files;
 mod i18n;
 mod invite;
 mod login;
+mod metrics;
 mod pages;
 mod status;
 mod upgrade;
@@ -124,6 +126,7 @@ fn app(state: State) -> tide::Server<State> {
     login::routes(&mut app);
     assets::routes(&mut app);
     status::routes(&mut app);
+    metrics::routes(&mut app);
     files::routes(&mut app);
     invite::routes(&mut app);
     app.at("/ws/:room").get(upgrade::upgrade);
