@@ -247,3 +247,230 @@ fn metrics_parse_as_prometheus_text_and_agree_with_healthz() {
         );
     });
 }
+
+/// Signs in as `name` with `passcode` and takes a seat in `room`; returns the cookie line and
+/// the socket.
+async fn seated(addr: SocketAddr, name: &str, passcode: &str, room: &str) -> (String, Ws) {
+    let cookie = sign_in(addr, name, passcode).await;
+    let ws = within("joining", upgrade_with(addr, room, &cookie))
+        .await
+        .unwrap();
+    (cookie, expect_welcome(ws, name).await)
+}
+
+/// A WebSocket upgrade into `room` with the `Cookie:` line `cookie`.
+async fn upgrade_with(
+    addr: SocketAddr,
+    room: &str,
+    cookie: &str,
+) -> Result<Ws, async_tungstenite::tungstenite::Error> {
+    let value = cookie.trim_start_matches("Cookie: ");
+    try_ws_with(addr, &format!("/ws/{room}"), &[("Cookie", value)]).await
+}
+
+/// The status of a refused upgrade.
+async fn refused_status(addr: SocketAddr, room: &str, cookie: &str) -> u16 {
+    use async_tungstenite::tungstenite::Error as WsError;
+    match within("a refused upgrade", upgrade_with(addr, room, cookie)).await {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_reload_changes_the_limits_at_once_and_reports_what_needs_a_restart() {
+    let running = smolchat::Config {
+        sign_ins_per_minute: 1,
+        ..config()
+    };
+    let server = start(running.clone());
+    smol::block_on(async {
+        let mut ann = join(server.addr, "lobby", "ann").await;
+        sign_in(server.addr, "bob", "").await;
+        let over = post_login(server.addr, "bob", "", "/").await;
+        assert_eq!(over.status, 429, "the second sign-in this minute");
+
+        let done = server.reload(&smolchat::Config {
+            sign_ins_per_minute: 3,
+            max_connections: 50,
+            history: 7,
+            ..running.clone()
+        });
+        assert_eq!(done.applied, ["max-connections", "sign-ins-per-minute"]);
+        assert_eq!(done.needs_restart, ["history"]);
+        // The minute's count stays; the new limit allows two more in it.
+        for _ in 0..2 {
+            sign_in(server.addr, "bob", "").await;
+        }
+        assert_eq!(post_login(server.addr, "bob", "", "/").await.status, 429);
+        let families = scrape(server.addr).await;
+        assert_eq!(value(&families, "smolchat_max_connections", &[]), 50.0);
+
+        // Nobody was dropped: the socket opened before the reload still chats.
+        let mut cat = join(server.addr, "lobby", "cat").await;
+        say(&mut ann, "still here").await;
+        assert_eq!(next_message(&mut cat).await["text"], "still here");
+        assert_eq!(server.stats().connections, 2);
+    });
+}
+
+#[test]
+fn a_changed_passcode_signs_everybody_in_again_but_keeps_their_sockets() {
+    let running = smolchat::Config {
+        passcode: Some("first code".into()),
+        ..config()
+    };
+    let server = start(running.clone());
+    smol::block_on(async {
+        let (old_cookie, mut ann) = seated(server.addr, "ann", "first code", "lobby").await;
+        let done = server.reload(&smolchat::Config {
+            passcode: Some("second code".into()),
+            ..running.clone()
+        });
+        assert_eq!(done.applied, ["passcode"]);
+
+        // The old cookie no longer opens a socket or the page...
+        assert_eq!(refused_status(server.addr, "lobby", &old_cookie).await, 401);
+        let page = get(server.addr, "/", &[&old_cookie]).await;
+        assert!(page.text().contains("name=\"passcode\""), "{}", page.text());
+        assert_eq!(
+            get(server.addr, "/session", &[&old_cookie]).await.status,
+            401
+        );
+        // ...the old passcode does not sign in, the new one does.
+        let wrong = post_login(server.addr, "ann", "first code", "/").await;
+        assert_eq!(wrong.status, 401);
+        let (_, mut bob) = seated(server.addr, "bob", "second code", "lobby").await;
+
+        // Ann's socket from before the change is still in the room, both ways.
+        say(&mut ann, "from before").await;
+        assert_eq!(next_message(&mut bob).await["text"], "from before");
+        assert_eq!(
+            next_message(&mut ann).await["text"],
+            "from before",
+            "her own"
+        );
+        say(&mut bob, "from after").await;
+        assert_eq!(next_message(&mut ann).await["text"], "from after");
+    });
+}
+
+/// A started binary with a config file, its address and its log lines.
+struct Binary {
+    child: std::process::Child,
+    addr: SocketAddr,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Binary {
+    fn start(args: &[&str]) -> Binary {
+        let mut child = smolchat_on_loopback()
+            .args(["--data-dir", "none"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn smolchat");
+        let (addr, log) = read_log(&mut child);
+        Binary { child, addr, log }
+    }
+
+    /// Sends SIGHUP.
+    fn hang_up(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Reads log lines until one contains `marker`; returns the lines read up to it.
+    fn log_until(&self, marker: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.log.recv_timeout(STEP) {
+                Ok(line) => {
+                    let found = line.contains(marker);
+                    lines.push(line);
+                    if found {
+                        return lines;
+                    }
+                }
+                Err(e) => panic!("no log line with '{marker}' ({e}); read {lines:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sighup_rereads_the_config_file_and_a_bad_file_keeps_the_running_config() {
+    let dir = temp_dir("sighup");
+    let file = dir.join("smolchat.conf");
+    std::fs::write(&file, "sign-ins-per-minute = 1\n").unwrap();
+    // The flag wins over the file, at start and at every reload.
+    let server = Binary::start(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--max-connections",
+        "40",
+    ]);
+    smol::block_on(async {
+        let mut ann = join(server.addr, "lobby", "ann").await;
+        sign_in(server.addr, "bob", "").await;
+        assert_eq!(post_login(server.addr, "bob", "", "/").await.status, 429);
+
+        std::fs::write(
+            &file,
+            "sign-ins-per-minute = 3\nmax-connections = 5\nhistory = 9\n",
+        )
+        .unwrap();
+        server.hang_up();
+        let said = server.log_until("needs a restart");
+        assert!(
+            said.iter()
+                .any(|l| l.contains("sign-ins-per-minute changed")),
+            "{said:?}"
+        );
+        assert!(said.last().unwrap().contains("history"), "{said:?}");
+        sign_in(server.addr, "bob", "").await;
+        let families = scrape(server.addr).await;
+        assert_eq!(value(&families, "smolchat_max_connections", &[]), 40.0);
+
+        std::fs::write(&file, "sign-ins-per-minute = lots\n").unwrap();
+        server.hang_up();
+        let said = server.log_until("reload failed");
+        let why = said.last().unwrap();
+        assert!(
+            why.contains("keeping the running config")
+                && why.contains("smolchat.conf:1")
+                && why.contains("'lots' is not a whole number"),
+            "{why}"
+        );
+        // Still three this minute, as the last good file said.
+        sign_in(server.addr, "bob", "").await;
+        assert_eq!(post_login(server.addr, "bob", "", "/").await.status, 429);
+
+        // Ann's socket lived through both reloads.
+        let mut cat = join(server.addr, "lobby", "cat").await;
+        say(&mut ann, "still here").await;
+        assert_eq!(next_message(&mut cat).await["text"], "still here");
+    });
+}
+
+#[test]
+fn sighup_without_a_config_file_has_nothing_to_reload() {
+    let server = Binary::start(&[]);
+    server.hang_up();
+    server.log_until("no --config file, nothing to reload");
+    let health = smol::block_on(healthz(server.addr));
+    assert_eq!(health["connections"], 0);
+}

@@ -31,7 +31,7 @@ async fn metrics(req: Request<State>) -> tide::Result {
         resident_bytes: crate::loadgen::rss_kib(std::process::id())
             .ok()
             .map(|kib| kib << 10),
-        max_connections: state.max_connections as u64,
+        max_connections: state.live.get().max_connections as u64,
     };
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(render(&figures));
