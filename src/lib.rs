@@ -17,6 +17,7 @@
 //! - `history/`: each room's ring of recent messages and its file on disk, with tombstones.
 //! - `message/`: the wire protocol (outbound frames, inbound text and actions, names, time).
 //! - `moderation/`: the hosts' book: bans, mutes, locks, announcements, kept crash-safe.
+//! - `dm`: direct rooms: their names, who may enter, who has which.
 //! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
 //! - [`trace`]: the book's tracer.
@@ -32,6 +33,7 @@ mod addresses;
 mod client;
 mod coalesce;
 pub mod config;
+mod dm;
 mod files;
 mod history;
 mod http;

@@ -102,6 +102,10 @@ impl Server {
         ));
         let uploads = Arc::new(addresses::PerWindow::per_minute(config.uploads_per_minute));
         let live = web::Live::new(config, &secret, &sockets, &sign_ins, &new_rooms, &uploads);
+        let directs = Arc::new(match &config.data_dir {
+            Some(dir) => crate::dm::Directs::open(dir)?,
+            None => crate::dm::Directs::in_memory(),
+        });
         let state = web::State {
             registry: Registry::new(
                 executor.clone(),
@@ -133,6 +137,7 @@ impl Server {
             uploads,
             files: files.clone(),
             invite: invite.clone(),
+            directs,
         };
         if let Some(files) = files {
             executor

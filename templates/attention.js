@@ -8,8 +8,7 @@ window.smolchat = window.smolchat || {};
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const strings = window.smolchat.strings || {};
-  const say = (key, fallback) => strings[key] || fallback;
+  const t = window.smolchat.t;
   const setting = (key, fallback) => {
     try { const v = localStorage.getItem("smolchat." + key); return v === null ? fallback : v === "1"; } catch { return fallback; }
   };
@@ -47,15 +46,24 @@ window.smolchat = window.smolchat || {};
     // Screen readers hear each new message once, politely; history is not read out.
     const announce = $("announce");
     if (announce) announce.textContent = `${m.name}: ${m.text}`;
-    if (!(m.mentions || []).includes(myName)) { if (mentions) showCount(); return; }
+    // In a direct room every message is meant for you.
+    const direct = Boolean(document.body.dataset.directWith);
+    if (!direct && !(m.mentions || []).includes(myName)) { if (mentions) showCount(); return; }
     mentions += 1;
     showCount();
+    callAttention(`${m.name}: ${(m.text || (m.file && m.file.name) || "").slice(0, 120)}`);
+  };
+
+  /** Sound, vibration and (where allowed) a notification, as this device has them set. */
+  function callAttention(words) {
     if (setting("sound", true)) tone();
     if (setting("vibrate", true) && navigator.vibrate) navigator.vibrate(200);
     if (setting("notify", false) && window.isSecureContext && window.Notification && Notification.permission === "granted") {
-      new Notification(`${m.name}: ${m.text.slice(0, 120)}`); // eslint-disable-line no-new
+      new Notification(words); // eslint-disable-line no-new
     }
-  };
+  }
+  /** For news from other rooms (rooms.js): a direct message or a mention there. */
+  window.smolchat.alert = callAttention;
 
   // Seen: the count goes when the person comes back to the tab.
   function reset() { if (mentions) { mentions = 0; showCount(); } }
@@ -82,7 +90,7 @@ window.smolchat = window.smolchat || {};
       });
     } else {
       notify.disabled = true;
-      why.textContent = say("notifyInsecure", "System notifications need HTTPS or localhost; this page has neither.");
+      why.textContent = t("notifyInsecure");
     }
   }
 })();

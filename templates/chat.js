@@ -12,6 +12,8 @@
   const $ = (id) => document.getElementById(id);
   const list = $("messages"), text = $("text"), send = $("send"), status = $("status");
   const NAME_TAKEN = 4409; // close code: somebody else has this name in the room
+  const t = window.smolchat.t; // the page's words, in its language (text.js)
+  const rooms = window.smolchat.rooms; // rooms.js
 
   let socket = null;
   let lastId = 0;              // newest message shown; reconnects ask for what came after
@@ -78,6 +80,7 @@
       li.append(avatar(m.name), meta, content);
       list.append(li);
     });
+    rooms.seenHere(m.id);
     if (document.hidden) {
       unread += 1;
       document.title = `(${unread}) ${baseTitle}`;
@@ -136,35 +139,26 @@
     shownPeople.replaceChildren(...names.map((name) => {
       const li = document.createElement("li");
       const label = document.createElement("span");
-      label.textContent = name === myName ? `${name} (you)` : name;
+      label.textContent = name === myName ? t("nameYou", { name }) : name;
       li.append(avatar(name), label);
+      if (name !== myName && !body.dataset.directWith) {
+        // A conversation of two, by tap or click.
+        const talk = document.createElement("button");
+        talk.type = "button";
+        talk.className = "link direct";
+        talk.textContent = t("messageThem");
+        talk.setAttribute("aria-label", t("messageName", { name }));
+        talk.addEventListener("click", async () => {
+          talk.disabled = true;
+          if (!(await rooms.openDirect(name))) { talk.disabled = false; showEvent(t("directFailed", { name }), "warn"); }
+        });
+        li.append(talk);
+      }
       return li;
     }));
     const count = Math.max(people, names.length);
     $("people-count").textContent = `(${count})`;
-    $("people-toggle").textContent = `People (${count})`;
-  }
-
-  async function showRooms() {
-    let rooms = [];
-    try {
-      const res = await fetch("/rooms", { cache: "no-store" });
-      if (res.ok) rooms = await res.json();
-    } catch { /* offline: keep the last list */ return; }
-    if (!rooms.some((r) => r.room === room)) rooms.push({ room, people: 0 });
-    rooms.sort((a, b) => a.room.localeCompare(b.room));
-    $("rooms").replaceChildren(...rooms.map((r) => {
-      const li = document.createElement("li");
-      const a = document.createElement("a");
-      a.href = r.room === "lobby" ? "/" : `/r/${r.room}`;
-      a.textContent = `#${r.room}`;
-      if (r.room === room) a.className = "current";
-      const count = document.createElement("span");
-      count.className = "hint";
-      count.textContent = r.people ? String(r.people) : "";
-      li.append(a, count);
-      return li;
-    }));
+    $("people-toggle").textContent = t("peopleCount", { count });
   }
 
   function setStatus(state, words) {
@@ -186,7 +180,7 @@
   function connect() {
     clearTimeout(retryTimer);
     const since = lastId > 0 ? `?since=${lastId}` : "";
-    setStatus("connecting", lastId > 0 ? "reconnecting…" : "connecting…");
+    setStatus("connecting", lastId > 0 ? t("reconnecting") : t("connecting"));
     const ws = new WebSocket(`${scheme}${host}/ws/${encodeURIComponent(room)}${since}`);
     socket = ws;
     let caughtUp = lastId;
@@ -194,7 +188,7 @@
     ws.onopen = () => {
       opened = true;
       retryDelay = 500;
-      setStatus("online", "online");
+      setStatus("online", t("online"));
       if (document.activeElement === body) text.focus();
     };
     ws.onmessage = (event) => {
@@ -213,7 +207,7 @@
         membersPartial = members.size < people;
         showPeople();
         if (caughtUp > 0 && !m.complete) {
-          showEvent("Some messages were sent while you were away and are no longer kept.", "warn");
+          showEvent(t("missedSome"), "warn");
         }
       } else if (m.type === "presence") {
         if (m.members) {
@@ -227,26 +221,27 @@
         people = m.people ?? members.size;
         if (members.size !== people) membersPartial = true;
         showPeople();
+      } else if (m.type === "activity") {
+        rooms.activity(m);
       } else if (m.type === "error") {
         showEvent(m.text, "warn");
       } else if (m.type === "join" || m.type === "leave") {
         if (m.type === "join") members.add(m.name); else members.delete(m.name);
         people = m.people ?? members.size;
         showPeople();
-        if (m.name !== myName) showEvent(`${m.name} ${m.type === "join" ? "joined" : "left"} · ${localTime(m.when)}`);
-        showRooms();
+        if (m.name !== myName) showEvent(t(m.type === "join" ? "joined" : "left", { name: m.name, time: localTime(m.when) }));
+        rooms.refresh();
       }
     };
     ws.onclose = (event) => {
       if (socket !== ws) return;
       socket = null;
       if (event.code === NAME_TAKEN) {
-        setStatus("offline", "name taken");
-        showEvent(`Somebody else is "${myName}" in this room right now. Choose another name (top right, or the People panel).`, "warn");
+        setStatus("offline", t("nameTakenStatus"));
+        showEvent(t("nameTaken", { name: myName }), "warn");
         return; // retrying would only be refused again
       }
-      const why = event.reason ? ` (${event.reason})` : "";
-      setStatus("offline", `offline${why}, retrying…`);
+      setStatus("offline", event.reason ? t("offlineWhy", { why: event.reason }) : t("offline"));
       if (!opened) checkSession();
       scheduleReconnect();
     };
@@ -302,6 +297,4 @@
   window.addEventListener("online", () => { if (!socket) { retryDelay = 500; connect(); } });
 
   connect();
-  showRooms();
-  setInterval(showRooms, 15000);
 })();

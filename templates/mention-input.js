@@ -10,7 +10,7 @@ window.smolchat = window.smolchat || {};
   const list = document.createElement("ul");
   list.id = "mention-list";
   list.setAttribute("role", "listbox");
-  list.setAttribute("aria-label", (window.smolchat.strings || {}).mentionList || "People to mention");
+  list.setAttribute("aria-label", window.smolchat.t("mentionList"));
   list.hidden = true;
   text.form.prepend(list);
   text.setAttribute("role", "combobox");

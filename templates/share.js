@@ -10,6 +10,7 @@
 (() => {
   const body = document.body;
   const room = body.dataset.room;
+  const t = window.smolchat.t; // the page's words (text.js)
   const maxBytes = Number(body.dataset.maxFileBytes || 0); // 0: sharing is off
   const MAX_SIDE = 1600;          // longest side of a shared photo, in pixels
   const PREVIEW = 240;            // longest side of a preview in the page, in CSS pixels
@@ -26,7 +27,7 @@
   function goneNote(file) {
     const note = document.createElement("span");
     note.className = "file-gone";
-    note.textContent = `${file.name} is no longer here`;
+    note.textContent = t("fileGone", { name: file.name });
     return note;
   }
 
@@ -93,8 +94,8 @@
   button.type = "button";
   button.id = "share";
   button.textContent = "+";
-  button.title = "Share a photo or file";
-  button.setAttribute("aria-label", "Share a photo or file");
+  button.title = t("shareFile");
+  button.setAttribute("aria-label", t("shareFile"));
   form.prepend(button, input);
   button.addEventListener("click", () => input.click());
   input.addEventListener("change", () => {
@@ -137,7 +138,7 @@
     const action = document.createElement("button");
     action.type = "button";
     action.className = "link";
-    action.textContent = "Cancel";
+    action.textContent = t("cancel");
     li.append(label, bar, action);
     uploads.append(li);
     return {
@@ -150,7 +151,7 @@
         reason.className = "upload-error";
         reason.textContent = why;
         label.after(reason);
-        action.textContent = "Dismiss";
+        action.textContent = t("dismiss");
         action.onclick = () => li.remove();
       },
       fail(why) { this.end(why, "failed"); },
@@ -161,7 +162,7 @@
     const row = progressRow(original.name || "file");
     // Cancel works while a photo is still being shrunk, before any byte is sent.
     let cancelled = false;
-    row.action.onclick = () => { cancelled = true; row.end("cancelled", "cancelled"); };
+    row.action.onclick = () => { cancelled = true; row.end(t("cancelled"), "cancelled"); };
     let file;
     try {
       file = await prepare(original);
@@ -169,8 +170,8 @@
       file = original;
     }
     if (cancelled) return;
-    if (file.size === 0) return row.fail("the file is empty");
-    if (file.size > maxBytes) return row.fail(`too large: at most ${humanSize(maxBytes)} per file`);
+    if (file.size === 0) return row.fail(t("fileEmpty"));
+    if (file.size > maxBytes) return row.fail(t("fileTooLarge", { size: humanSize(maxBytes) }));
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `/files/${encodeURIComponent(room)}?name=${encodeURIComponent(file.name || "file")}`);
     xhr.upload.onprogress = (event) => {
@@ -178,11 +179,11 @@
     };
     xhr.onload = () => {
       if (xhr.status === 201) row.li.remove(); // the room shows it to everyone, us included
-      else row.fail(xhr.responseText.trim() || `refused (HTTP ${xhr.status})`);
+      else row.fail(xhr.responseText.trim() || t("uploadRefused", { status: xhr.status }));
     };
-    xhr.onerror = () => row.fail("the upload did not reach the server");
+    xhr.onerror = () => row.fail(t("uploadFailed"));
     // Cancelled: the server drops the partial file when the connection closes; nothing is shared.
-    xhr.onabort = () => row.end("cancelled", "cancelled");
+    xhr.onabort = () => row.end(t("cancelled"), "cancelled");
     row.action.onclick = () => xhr.abort();
     xhr.send(file);
   }

@@ -7,6 +7,12 @@ try {
   // The page's words in its language, from the server's table (see i18n.rs).
   window.smolchat.strings = JSON.parse(document.body.dataset.strings || "{}");
 } catch { window.smolchat.strings = {}; }
+/** The page's words for `key`, with `{name}` holes filled from `vars` (the key if missing). */
+window.smolchat.t = (key, vars = {}) => {
+  const words = window.smolchat.strings[key];
+  if (typeof words !== "string") return key;
+  return words.replace(/\{(\w+)\}/g, (hole, name) => (name in vars ? String(vars[name]) : hole));
+};
 
 (() => {
   const URL_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/gi;

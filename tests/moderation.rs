@@ -33,13 +33,18 @@ fn with_hosts_on_disk(dir: &Path, history: usize) -> smolchat::Config {
 async fn enter(addr: SocketAddr, room: &str, name: &str, passcode: &str) -> (Ws, String) {
     let cookie = sign_in(addr, name, passcode).await;
     let value = cookie.trim_start_matches("Cookie: ").to_owned();
+    (tab(addr, room, &value, name).await, value)
+}
+
+/// Another tab of the session in `cookie`, in `room`, past its welcome.
+async fn tab(addr: SocketAddr, room: &str, cookie: &str, name: &str) -> Ws {
     let ws = within(
         "joining",
-        try_ws_with(addr, &format!("/ws/{room}"), &[("Cookie", &value)]),
+        try_ws_with(addr, &format!("/ws/{room}"), &[("Cookie", cookie)]),
     )
     .await
     .expect("WebSocket refused");
-    (expect_welcome(ws, name).await, value)
+    expect_welcome(ws, name).await
 }
 
 async fn host(addr: SocketAddr, room: &str) -> Ws {
@@ -168,20 +173,8 @@ fn a_kicked_person_is_closed_with_4403_and_the_reason_and_may_come_back() {
         let mut boss = host(server.addr, "lobby").await;
         let (mut bob, cookie) = enter(server.addr, "lobby", "Bob", "").await;
         // Bob's second tab goes too; his tab in another room stays.
-        let mut bob_tab = expect_welcome(
-            try_ws_with(server.addr, "/ws/lobby", &[("Cookie", &cookie)])
-                .await
-                .unwrap(),
-            "Bob",
-        )
-        .await;
-        let mut bob_elsewhere = expect_welcome(
-            try_ws_with(server.addr, "/ws/side", &[("Cookie", &cookie)])
-                .await
-                .unwrap(),
-            "Bob",
-        )
-        .await;
+        let mut bob_tab = tab(server.addr, "lobby", &cookie, "Bob").await;
+        let mut bob_elsewhere = tab(server.addr, "side", &cookie, "Bob").await;
         act(
             &mut boss,
             serde_json::json!({"action": "kick", "name": "Bob", "reason": "be nice"}),
@@ -210,10 +203,7 @@ fn a_kicked_person_is_closed_with_4403_and_the_reason_and_may_come_back() {
         say(&mut bob_elsewhere, "still here").await;
         assert_eq!(next_message(&mut bob_elsewhere).await["text"], "still here");
         // Kicked, not banned: Bob may come back.
-        let back = try_ws_with(server.addr, "/ws/lobby", &[("Cookie", &cookie)])
-            .await
-            .unwrap();
-        expect_welcome(back, "Bob").await;
+        tab(server.addr, "lobby", &cookie, "Bob").await;
     });
     assert_eq!(healthz(server.addr)["moderated"]["kick"], 1);
 }
@@ -500,13 +490,7 @@ fn a_ban_holds_by_session_and_address_in_every_room_and_across_a_restart() {
     let (mallory_cookie, host_cookie) = smol::block_on(async {
         let (mut boss, host_cookie) = enter(server.addr, "lobby", "Host", ADMIN).await;
         let (mut mallory, cookie) = enter(server.addr, "lobby", "Mallory", "").await;
-        let mut elsewhere = expect_welcome(
-            try_ws_with(server.addr, "/ws/side", &[("Cookie", &cookie)])
-                .await
-                .unwrap(),
-            "Mallory",
-        )
-        .await;
+        let mut elsewhere = tab(server.addr, "side", &cookie, "Mallory").await;
         act(
             &mut boss,
             serde_json::json!({"action": "ban", "name": "Mallory", "reason": "spam"}),
@@ -561,10 +545,7 @@ fn a_ban_holds_by_session_and_address_in_every_room_and_across_a_restart() {
     refused(server.addr);
     smol::block_on(async {
         // A host is never shut out by an address ban: the old session and a new sign-in work.
-        let again = try_ws_with(server.addr, "/ws/lobby", &[("Cookie", &host_cookie)])
-            .await
-            .unwrap();
-        let mut boss = expect_welcome(again, "Host").await;
+        let mut boss = tab(server.addr, "lobby", &host_cookie, "Host").await;
         host(server.addr, "side").await;
         act(
             &mut boss,

@@ -164,6 +164,23 @@ pub enum Outbound<'a> {
         /// Each ban and mute, oldest first.
         bans: &'a [SanctionRef<'a>],
     },
+    /// News from another room for this person (sent to their connections in other rooms
+    /// only): a message in one of their direct rooms, a mention of them, or a direct room
+    /// just opened with them (`id` 0). Lightweight: the page counts it, it is not kept.
+    Activity {
+        /// The room the news is from.
+        room: &'a str,
+        /// The message's id there (0: the direct room was just opened).
+        id: u64,
+        /// Who said it (or opened the direct room).
+        name: &'a str,
+        /// The room is a direct room of this person's.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        direct: bool,
+        /// The message mentions this person.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        mention: bool,
+    },
     /// Something the server refused or holds back, said only to the client concerned.
     Error {
         /// The room.

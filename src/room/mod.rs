@@ -24,6 +24,7 @@
 mod keepalive;
 pub mod limits;
 mod moderate;
+mod notices;
 mod presence;
 mod registry;
 mod share;
@@ -397,6 +398,7 @@ impl Room {
     }
 
     fn forward(&mut self, id: ClientId, text: String) {
+        let from = id;
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.
         };
@@ -421,6 +423,9 @@ impl Room {
         }
         .encode_metered(&self.shared.meter);
         self.keep(id, &frame, author);
+        if let Some(seat) = self.members.get(&from) {
+            self.tell_elsewhere(id, &seat.name, &mentions);
+        }
         self.broadcast(frame, Delivery::Every);
     }
 

@@ -162,19 +162,20 @@ impl Room {
         if let Some(entry) = self.history.remove(message) {
             self.forget_file(&entry.frame);
         }
-        self.broadcast(tombstone, Delivery::Every);
+        // Logged before it is announced: the log holds every deletion anyone has seen.
         if host {
             log::info!("room {}: a host deleted message {message}", self.name);
             self.shared.stats.moderated("delete");
-            if !own {
-                self.notice("A host removed a message.");
-            }
         } else {
             log::debug!(
                 "room {}: message {message} deleted by its author",
                 self.name
             );
             self.shared.stats.moderated("own_delete");
+        }
+        self.broadcast(tombstone, Delivery::Every);
+        if host && !own {
+            self.notice("A host removed a message.");
         }
     }
 

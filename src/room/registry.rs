@@ -2,6 +2,7 @@
 //! room ends (under the registry's lock, so no join is lost). Ended rooms leave their history
 //! behind here (memory only) or in the store, so ids keep increasing when people come back.
 
+use super::notices::Notices;
 use super::Keepalive;
 use super::ROOM_EVENT_QUEUE;
 use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
@@ -68,6 +69,8 @@ pub(super) struct Shared {
     pub(super) meter: Arc<Meter>,
     pub(super) moderation: Arc<Moderation>,
     pub(super) files: Option<Arc<Files>>,
+    /// Every connection by person, for news from other rooms (`notices.rs`).
+    pub(super) notices: Notices,
 }
 
 /// One client's place in one room. Dropping it leaves the room (best effort; call
@@ -76,6 +79,8 @@ pub struct Member {
     id: ClientId,
     room: Sender<Event>,
     left: bool,
+    /// Where this connection is listed for notices, until it leaves.
+    shared: Arc<Shared>,
 }
 
 impl Registry {
@@ -111,6 +116,7 @@ impl Registry {
                 meter,
                 moderation,
                 files,
+                notices: Notices::default(),
             }),
         }
     }
@@ -120,6 +126,13 @@ impl Registry {
     pub async fn join(&self, request: JoinRequest) -> Result<Member, JoinError> {
         let id = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply) = async_channel::bounded(1);
+        let listener = (
+            request.person,
+            request.room.clone(),
+            request.name.clone(),
+            request.outbox.frames.clone(),
+            request.outbox.limit,
+        );
         let mut rooms = self.shared.rooms.lock().await;
         let events = match rooms.get(&request.room) {
             Some(entry) => entry.events.clone(),
@@ -148,11 +161,17 @@ impl Registry {
         let _ = events.send(Event::Join(Box::new(joining))).await;
         drop(rooms);
         match reply.recv().await {
-            Ok(Ok(())) => Ok(Member {
-                id,
-                room: events,
-                left: false,
-            }),
+            Ok(Ok(())) => {
+                let (person, room, name, frames, limit) = listener;
+                let notices = &self.shared.notices;
+                notices.listen(id, person, &room, &name, frames, limit);
+                Ok(Member {
+                    id,
+                    room: events,
+                    left: false,
+                    shared: self.shared.clone(),
+                })
+            }
             Ok(Err(error)) => Err(error),
             // The room stopped without answering: only at shutdown.
             Err(_) => Err(JoinError::NameTaken),
@@ -182,6 +201,11 @@ impl Registry {
             return empty; // The room ended meanwhile.
         }
         page.recv().await.unwrap_or(empty)
+    }
+
+    /// Every connection by person: who is who in a room, news for a person, rooms' newest ids.
+    pub fn notices(&self) -> &Notices {
+        &self.shared.notices
     }
 
     /// What the server's rooms and clients hold, against the budget.
@@ -234,6 +258,7 @@ impl Member {
     /// Leaves the room, waiting until the room has the news.
     pub async fn leave(mut self) {
         self.left = true;
+        self.shared.notices.forget(self.id);
         let _ = self.room.send(Event::Leave { id: self.id }).await;
     }
 }
@@ -241,6 +266,7 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         if !self.left {
+            self.shared.notices.forget(self.id);
             // Best effort when a connection ends abruptly; if the queue is full the room still
             // notices at its next broadcast, because this member's frame queue is closed by then.
             let _ = self.room.try_send(Event::Leave { id: self.id });
@@ -271,7 +297,11 @@ impl Room {
                 ..entry
             })
             .collect();
-        Ring::from_entries(shared.history, entries, loaded.last_id)
+        let ring = Ring::from_entries(shared.history, entries, loaded.last_id);
+        if ring.last_id() > 0 {
+            shared.notices.kept(name, ring.last_id());
+        }
+        ring
     }
 
     /// Removes the room from the registry unless a join is waiting; leaves the history behind.

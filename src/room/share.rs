@@ -143,6 +143,9 @@ impl Room {
         }
         .encode_metered(&self.shared.meter);
         self.keep(id, &frame, author);
+        if let Some(seat) = self.members.values().find(|seat| seat.person == person) {
+            self.tell_elsewhere(id, &seat.name, &[]);
+        }
         // The uploader hears first, so its answer never waits on the broadcast's drops.
         let _ = reply.try_send(Ok(Some(frame.clone())));
         self.broadcast(frame, Delivery::Every);

@@ -39,7 +39,7 @@ const INVITE_CSS: Asset = Asset {
 };
 
 /// The page's other scripts, icons and the web app manifest: (path, body, type, etag).
-const MORE: [(&str, &[u8], &str, &str); 9] = [
+const MORE: [(&str, &[u8], &str, &str); 10] = [
     (
         "/assets/text.js",
         include_bytes!("../../templates/text.js"),
@@ -51,6 +51,12 @@ const MORE: [(&str, &[u8], &str, &str); 9] = [
         include_bytes!("../../templates/attention.js"),
         "text/javascript; charset=utf-8",
         concat!("\"", env!("CARGO_PKG_VERSION"), "-attention-js\""),
+    ),
+    (
+        "/assets/rooms.js",
+        include_bytes!("../../templates/rooms.js"),
+        "text/javascript; charset=utf-8",
+        concat!("\"", env!("CARGO_PKG_VERSION"), "-rooms-js\""),
     ),
     (
         "/assets/mention-input.js",

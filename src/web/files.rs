@@ -16,7 +16,6 @@
 
 use super::{peer_ip, plain, query, refuse, session, too_many, State};
 use crate::files::{clean_name, valid_id, FileError, Kind, Stored};
-use crate::message::valid_room;
 use crate::room::SharedFile;
 use crate::stats::Refusal;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -91,11 +90,8 @@ async fn upload(mut req: Request<State>) -> tide::Result {
         return Ok(plain(StatusCode::NotFound, "file sharing is off"));
     };
     let room = req.param("room")?.to_owned();
-    if !valid_room(&room) {
-        return Ok(plain(
-            StatusCode::BadRequest,
-            "room names are 1-32 of a-z, 0-9, - and _",
-        ));
+    if let Some(refused) = super::direct::check_room(&req, &room) {
+        return Ok(refused);
     }
     let Some(session) = session(&req) else {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));

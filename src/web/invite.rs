@@ -69,7 +69,14 @@ fn card(req: &Request<State>, room: &str) -> tide::Result {
     if session(req).is_none() {
         // The card carries the Wi-Fi password: only for people who are in.
         let next = room_url("", room);
-        return login_form(req.state(), "", &next, None, StatusCode::Ok);
+        return login_form(
+            req.state(),
+            super::i18n::for_request(req),
+            "",
+            &next,
+            None,
+            StatusCode::Ok,
+        );
     }
     let url = invite_url(req, room);
     let html = InviteCard {

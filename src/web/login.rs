@@ -2,6 +2,7 @@
 //! per-address lockout, and the
 //! signed session cookie; `/session` tells the page whether its cookie still holds.
 
+use super::i18n::{for_request, Strings};
 use super::{html_response, peer_ip, plain, query, random_person, refuse, session, State};
 use crate::message::{display_name, valid_room};
 use crate::session::Session;
@@ -37,6 +38,8 @@ struct LoginPage<'a> {
     hosts: bool,
     error: Option<&'a str>,
     version: &'a str,
+    /// The words, in the request's language.
+    t: &'a Strings,
 }
 
 /// What the sign-in form posts.
@@ -59,7 +62,7 @@ pub(super) fn routes(app: &mut tide::Server<State>) {
 /// Where to go after signing in: the page asked for, if it is one of ours.
 fn safe_next(next: &str) -> &str {
     match next.strip_prefix("/r/") {
-        Some(room) if valid_room(room) => next,
+        Some(room) if valid_room(room) || crate::dm::is_direct(room) => next,
         _ => "/",
     }
 }
@@ -67,6 +70,7 @@ fn safe_next(next: &str) -> &str {
 /// The sign-in page with `error` shown, answered with `status`.
 pub(super) fn login_form(
     state: &State,
+    t: &Strings,
     name: &str,
     next: &str,
     error: Option<&str>,
@@ -80,6 +84,7 @@ pub(super) fn login_form(
         hosts: live.admin_passcode.is_some(),
         error,
         version: env!("CARGO_PKG_VERSION"),
+        t,
     }
     .render()?;
     Ok(html_response(status, html))
@@ -88,11 +93,19 @@ pub(super) fn login_form(
 async fn login_page(req: Request<State>) -> tide::Result {
     let next = query(&req, "next").unwrap_or_default();
     let name = session(&req).map(|s| s.name).unwrap_or_default();
-    login_form(req.state(), &name, &next, None, StatusCode::Ok)
+    login_form(
+        req.state(),
+        for_request(&req),
+        &name,
+        &next,
+        None,
+        StatusCode::Ok,
+    )
 }
 
 /// Checks the form (name, passcode with its rate limit), then sets the cookie and redirects.
 async fn login(mut req: Request<State>) -> tide::Result {
+    let t = for_request(&req);
     let form: LoginForm = match req.body_form().await {
         Ok(form) => form,
         Err(_) => return Ok(plain(StatusCode::BadRequest, "expected a sign-in form")),
@@ -110,17 +123,18 @@ async fn login(mut req: Request<State>) -> tide::Result {
             peer,
             "sign-in: too many from its address",
         );
-        let why = "Too many sign-ins from your address.";
-        return try_again_later(&state, &form.name, &form.next, why, wait);
+        let why = t.get("tooManySignIns");
+        return try_again_later(&state, t, &form.name, &form.next, why, wait);
     }
     let name = match display_name(&form.name) {
         Ok(name) => name.to_owned(),
         Err(why) => {
             return login_form(
                 &state,
+                t,
                 &form.name,
                 &form.next,
-                Some(why),
+                Some(t.get(why)),
                 StatusCode::BadRequest,
             )
         }
@@ -145,8 +159,8 @@ async fn login(mut req: Request<State>) -> tide::Result {
                 peer,
                 "sign-in: locked out after wrong passcodes",
             );
-            let why = "Too many wrong passcodes.";
-            return try_again_later(&state, &name, &form.next, why, wait);
+            let why = t.get("tooManyWrongPasscodes");
+            return try_again_later(&state, t, &name, &form.next, why, wait);
         }
         if !host && !same_secret(given, passcode) {
             if let Some(ip) = ip {
@@ -155,9 +169,10 @@ async fn login(mut req: Request<State>) -> tide::Result {
             log::warn!("{peer}: wrong passcode");
             return login_form(
                 &state,
+                t,
                 &name,
                 &form.next,
-                Some("Wrong passcode."),
+                Some(t.get("wrongPasscode")),
                 StatusCode::Unauthorized,
             );
         }
@@ -195,14 +210,25 @@ async fn logout(req: Request<State>) -> tide::Result {
 /// The sign-in form answered `429`: `why`, and when to try again (also in `Retry-After`).
 fn try_again_later(
     state: &State,
+    t: &Strings,
     name: &str,
     next: &str,
     why: &str,
     wait: Duration,
 ) -> tide::Result {
     let seconds = wait.as_secs().max(1);
-    let why = format!("{why} Try again in {seconds} s.");
-    let mut res = login_form(state, name, next, Some(&why), StatusCode::TooManyRequests)?;
+    let again = t
+        .get("tryAgainIn")
+        .replace("{seconds}", &seconds.to_string());
+    let why = format!("{why} {again}");
+    let mut res = login_form(
+        state,
+        t,
+        name,
+        next,
+        Some(&why),
+        StatusCode::TooManyRequests,
+    )?;
     res.insert_header("Retry-After", seconds.to_string());
     Ok(res)
 }

@@ -22,8 +22,13 @@
 //! | `GET /invite[/:room]` | a printable invite card: QR codes of the URL and the Wi-Fi |
 //! | `GET /qr/room/:room`, `/qr/wifi` | those QR codes as SVG                          |
 //! | `GET /manifest.webmanifest` | the web app manifest for "Add to Home Screen"        |
+//! | `POST /dm?room=&name=` | opens a direct room with someone in a room (`direct`)  |
+//!
+//! Direct rooms (`dm.<a>.<b>`) go through the same page, upgrade, members and files routes as
+//! any room; each of those asks `direct::check_room` first.
 
 mod assets;
+mod direct;
 mod files;
 mod i18n;
 mod invite;
@@ -80,6 +85,8 @@ pub struct State {
     pub files: Option<Arc<crate::files::Files>>,
     /// Where people reach the server, for the invite card and QR codes.
     pub invite: Arc<crate::invite::Invite>,
+    /// Who has which direct rooms.
+    pub directs: Arc<crate::dm::Directs>,
 }
 
 /// The page's policy: nothing but our own scripts, styles and WebSocket.
@@ -120,6 +127,7 @@ fn app(state: State) -> tide::Server<State> {
     metrics::routes(&mut app);
     files::routes(&mut app);
     invite::routes(&mut app);
+    direct::routes(&mut app);
     app.at("/ws/:room").get(upgrade::upgrade);
     app
 }

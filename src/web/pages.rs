@@ -22,6 +22,8 @@ struct ChatPage<'a> {
     ssid: Option<&'a str>,
     /// The words, in the request's language.
     t: &'a super::i18n::Strings,
+    /// In a direct room: the other person's name.
+    direct_with: Option<String>,
 }
 
 /// Adds the page routes.
@@ -33,7 +35,8 @@ pub(super) fn routes(app: &mut tide::Server<State>) {
 }
 
 fn page(req: &Request<State>, room: &str) -> tide::Result {
-    if !valid_room(room) {
+    let direct = crate::dm::is_direct(room);
+    if !direct && !valid_room(room) {
         return Ok(plain(
             StatusCode::BadRequest,
             "room names are 1-32 of a-z, 0-9, - and _",
@@ -51,8 +54,25 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
     }
     let Some(session) = session else {
         // First visit (or a cookie that does not check out): ask for a name here.
-        return login_form(req.state(), "", req.url().path(), None, StatusCode::Ok);
+        return login_form(
+            req.state(),
+            super::i18n::for_request(req),
+            "",
+            req.url().path(),
+            None,
+            StatusCode::Ok,
+        );
     };
+    if let Some(refused) = super::direct::check_room(req, room) {
+        return Ok(refused);
+    }
+    // A direct room shows the other person's name; "someone" if the table forgot it.
+    let direct_with = direct.then(|| {
+        let directs = &req.state().directs;
+        directs
+            .other_name(room, session.person)
+            .unwrap_or_else(|| "someone".to_owned())
+    });
     let invite_url = super::invite::invite_url(req, room);
     let html = ChatPage {
         host,
@@ -66,6 +86,7 @@ fn page(req: &Request<State>, room: &str) -> tide::Result {
         invite_url: &invite_url,
         ssid: req.state().invite.ssid.as_deref(),
         t: super::i18n::for_request(req),
+        direct_with,
     }
     .render()?;
     Ok(html_response(StatusCode::Ok, html))

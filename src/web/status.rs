@@ -1,9 +1,9 @@
-//! What the server reports about itself: `/healthz` counters, the `/rooms` list, and a room's
+//! What the server reports about itself: `/healthz` counters, the `/rooms` list (rooms with
+//! people in them and the session's direct rooms, each with its newest message id), and a room's
 //! member list page by page (`/rooms/:room/members?after=NAME&limit=N`): in a large room the
 //! page pulls the list from here instead of being sent it (see `room::presence`).
 
 use super::{plain, query, session, State};
-use crate::message::valid_room;
 use tide::{Request, Response, StatusCode};
 
 /// Adds the status routes.
@@ -21,15 +21,41 @@ async fn rooms(req: Request<State>) -> tide::Result {
     struct RoomInfo {
         room: String,
         people: usize,
+        /// The room's newest message id, when the server knows it (for unread counts).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_id: Option<u64>,
+        /// Direct rooms only: the other person's name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
     }
-    let list: Vec<RoomInfo> = req
-        .state()
-        .registry
-        .list()
-        .await
-        .into_iter()
-        .map(|(room, people)| RoomInfo { room, people })
+    let state = req.state();
+    let notices = state.registry.notices();
+    let running = state.registry.list().await;
+    let mut list: Vec<RoomInfo> = running
+        .iter()
+        .filter(|(room, _)| !crate::dm::is_direct(room))
+        .map(|(room, people)| RoomInfo {
+            room: room.clone(),
+            people: *people,
+            last_id: notices.last_id(room),
+            with: None,
+        })
         .collect();
+    // The session's own direct rooms, whether anyone is in them or not.
+    if let Some(me) = session(&req) {
+        for direct in state.directs.of(me.person) {
+            let people = running
+                .iter()
+                .find(|(room, _)| *room == direct.room)
+                .map_or(0, |(_, people)| *people);
+            list.push(RoomInfo {
+                last_id: notices.last_id(&direct.room),
+                room: direct.room,
+                people,
+                with: Some(direct.with),
+            });
+        }
+    }
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(tide::Body::from_json(&list)?);
     res.insert_header("Cache-Control", "no-store");
@@ -43,11 +69,8 @@ async fn members(req: Request<State>) -> tide::Result {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));
     }
     let room = req.param("room")?;
-    if !valid_room(room) {
-        return Ok(plain(
-            StatusCode::BadRequest,
-            "room names are 1-32 of a-z, 0-9, - and _",
-        ));
+    if let Some(refused) = super::direct::check_room(&req, room) {
+        return Ok(refused);
     }
     let limit = match query(&req, "limit").map(|v| v.parse::<usize>()) {
         None => crate::room::PAGE_LIMIT,

@@ -5,7 +5,7 @@
 use super::{peer_ip, plain, query, random_person, refuse, session, too_many, State};
 use crate::client::{self, Client};
 use crate::coalesce::Coalesce;
-use crate::message::{display_name, valid_room, ANONYMOUS};
+use crate::message::{display_name, ANONYMOUS};
 use crate::meter::{Meter, CONNECTION_BYTES};
 use crate::stats::{Refusal, Stats};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -19,11 +19,8 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     let state = req.state();
     let live = state.live.get();
     let room = req.param("room")?;
-    if !valid_room(room) {
-        return Ok(plain(
-            StatusCode::BadRequest,
-            "room names are 1-32 of a-z, 0-9, - and _",
-        ));
+    if let Some(refused) = super::direct::check_room(&req, room) {
+        return Ok(refused);
     }
     let key = match websocket_key(&req) {
         Ok(key) => key,
