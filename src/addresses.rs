@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,8 @@ pub const MINUTE: Duration = Duration::from_secs(60);
 /// Open sockets per address, with a limit.
 #[derive(Debug, Clone)]
 pub struct Concurrent {
-    limit: usize,
+    /// Shared by the clones, so a reload's new limit holds for all of them.
+    limit: Arc<AtomicUsize>,
     counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -35,7 +37,7 @@ impl Concurrent {
     /// Allows `limit` sockets per address.
     pub fn new(limit: usize) -> Self {
         Concurrent {
-            limit,
+            limit: Arc::new(AtomicUsize::new(limit)),
             counts: Arc::default(),
         }
     }
@@ -44,7 +46,7 @@ impl Concurrent {
     pub fn try_take(&self, ip: IpAddr) -> Option<AddressSlot> {
         let mut counts = self.counts.lock().expect("address counts lock");
         let count = counts.entry(ip).or_insert(0);
-        if *count >= self.limit {
+        if *count >= self.limit.load(Relaxed) {
             return None;
         }
         *count += 1;
@@ -52,6 +54,11 @@ impl Concurrent {
             ip,
             counts: self.counts.clone(),
         })
+    }
+
+    /// Allows `limit` from now on; sockets already open stay.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Relaxed);
     }
 
     /// Sockets `ip` holds now.
@@ -77,7 +84,8 @@ impl Drop for AddressSlot {
 /// Events per address per window (a fixed window that starts with an address's first event).
 #[derive(Debug)]
 pub struct PerWindow {
-    limit: u32,
+    /// Atomic so a reload can change it; the counts stay.
+    limit: AtomicU32,
     window: Duration,
     table: Mutex<HashMap<IpAddr, Window>>,
 }
@@ -98,10 +106,15 @@ impl PerWindow {
     /// Allows `limit` events per address per `window`.
     pub fn new(limit: u32, window: Duration) -> Self {
         PerWindow {
-            limit,
+            limit: AtomicU32::new(limit),
             window,
             table: Mutex::default(),
         }
+    }
+
+    /// Allows `limit` events per window from now on; what was counted stays counted.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Relaxed);
     }
 
     /// Counts one event for `ip` now; `Err(wait)` if it has used up its allowance, with how
@@ -135,7 +148,7 @@ impl PerWindow {
                 since: now,
             };
         }
-        if entry.count >= self.limit {
+        if entry.count >= self.limit.load(Relaxed) {
             return Err(self.window - now.saturating_duration_since(entry.since));
         }
         entry.count += 1;

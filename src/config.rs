@@ -66,7 +66,9 @@ OPTIONS:
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
                             also SMOLCHAT_LOG]
-  --config FILE             read options from FILE (name = value lines; flags win)
+  --config FILE             read options from FILE (name = value lines; flags win);
+                            SIGHUP reads it again (limits, passcodes, log level and
+                            origins change at once; the rest need a restart)
   -h, --help                print this help
   -V, --version             print the version
 ";
@@ -138,6 +140,8 @@ pub struct Config {
     pub wifi_ssid: Option<String>,
     /// That network's password; `None`: an open network.
     pub wifi_password: Option<String>,
+    /// The file given with `--config`, read again on SIGHUP (see `reload`).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -174,6 +178,7 @@ impl Default for Config {
             public_url: None,
             wifi_ssid: None,
             wifi_password: None,
+            config_file: None,
         }
     }
 }
@@ -322,6 +327,7 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
     if no_files {
         settings.config.files = false;
     }
+    settings.config.config_file = config_file;
     let config = settings.config;
     if config.admin_passcode.is_some() && config.admin_passcode == config.passcode {
         return Err(ConfigError(
@@ -1008,6 +1014,10 @@ mod tests {
     #[test]
     fn the_shipped_example_config_parses_to_the_defaults() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/smolchat.conf");
-        assert_eq!(run(&["--config", path]).unwrap(), Config::default());
+        let defaults = Config {
+            config_file: Some(PathBuf::from(path)),
+            ..Config::default()
+        };
+        assert_eq!(run(&["--config", path]).unwrap(), defaults);
     }
 }

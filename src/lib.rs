@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`config`]: defaults, config file and flags, validated into a [`Config`].
-//! - [`server`]: executor threads, accept loop, graceful shutdown.
+//! - [`server`]: executor threads, accept loop, graceful shutdown, live reload.
+//! - `reload`: which options a reload takes at once, and which need a restart.
 //! - `http`: one HTTP/1.1 connection (async-h1 parsing, our own head reading).
 //! - `web/`: the tide app, a file per concern: page, sign-in, assets, status, the upgrade.
 //! - `addresses`: per-address limits (sockets at once; sign-ins, new rooms and uploads
@@ -42,6 +43,7 @@ mod message;
 pub mod meter;
 mod moderation;
 mod queue;
+mod reload;
 mod room;
 pub mod server;
 mod session;
@@ -51,5 +53,6 @@ pub mod trace;
 mod web;
 
 pub use config::Config;
+pub use reload::Reloaded;
 pub use server::Server;
 pub use stats::Snapshot;

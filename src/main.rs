@@ -1,4 +1,5 @@
-//! The `smolchat` binary: flags to config, logging, bind, serve until SIGINT or SIGTERM.
+//! The `smolchat` binary: flags to config, logging, bind, serve until SIGINT or SIGTERM;
+//! SIGHUP reads the config file and flags again and hands them to `Server::reload`.
 //!
 //! Run it with `cargo run --release` (serves http://0.0.0.0:8080); `smolchat --help` lists the
 //! options.
@@ -8,7 +9,7 @@
 use async_signal::{Signal, Signals};
 use smol::stream::StreamExt;
 use smolchat::config::{self, Command, HELP};
-use smolchat::Server;
+use smolchat::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -43,13 +44,15 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
+    // The logger passes everything; the level is the global one, so a reload can raise it.
     env_logger::Builder::new()
-        .filter_level(config.log_level)
+        .filter_level(log::LevelFilter::Trace)
         .format(|out, record| writeln!(out, "{:<5} {}", record.level(), record.args()))
         .init();
+    log::set_max_level(config.log_level);
 
     // Register for signals before serving, so an early SIGTERM is not lost.
-    let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
+    let mut signals = match Signals::new([Signal::Term, Signal::Int, Signal::Hup]) {
         Ok(signals) => signals,
         Err(error) => {
             eprintln!("smolchat: cannot listen for signals: {error}");
@@ -82,8 +85,13 @@ fn main() -> ExitCode {
     show_invite_qr(server.urls());
 
     smol::block_on(async {
-        if let Some(Ok(signal)) = signals.next().await {
+        while let Some(Ok(signal)) = signals.next().await {
+            if signal == Signal::Hup {
+                reload(&server, &config);
+                continue;
+            }
             log::info!("received {signal:?}, shutting down");
+            break;
         }
         if !server.shutdown().await {
             log::warn!("some clients did not close in time");
@@ -91,6 +99,24 @@ fn main() -> ExitCode {
     });
     log::info!("bye");
     ExitCode::SUCCESS
+}
+
+/// On SIGHUP: the config file and the flags read again, as at start (flags win), for the
+/// server to apply; a file that does not parse leaves everything as it is.
+fn reload(server: &Server, started: &Config) {
+    let Some(file) = &started.config_file else {
+        log::info!("received SIGHUP: no --config file, nothing to reload");
+        return;
+    };
+    log::info!("received SIGHUP: reading {} again", file.display());
+    match config::from_env() {
+        Ok(Command::Run(config)) => {
+            server.reload(&config);
+        }
+        // The arguments are the ones the server started with, which asked to run.
+        Ok(_) => {}
+        Err(error) => log::error!("reload failed, keeping the running config: {error}"),
+    }
 }
 
 /// Draws the first reachable URL as a QR code on stderr, when a person is looking at it (a

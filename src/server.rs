@@ -3,7 +3,7 @@
 //! [`Server::start`] takes an already bound listener, so callers (main, tests) bind first and
 //! know the address before anything is served. Each accepted stream is served by
 //! [`crate::http`] with the tide app from [`crate::web`], on a smol executor run by
-//! `--threads` named threads.
+//! `--threads` named threads. [`Server::reload`] applies a re-read config while it runs.
 
 use crate::config::Config;
 use crate::files::{self, Files};
@@ -11,18 +11,18 @@ use crate::history::Store;
 use crate::invite::Invite;
 use crate::meter::Meter;
 use crate::moderation::Moderation;
-use crate::room::limits::SenderLimit;
+use crate::reload::{self, Reloaded};
 use crate::room::{self, Keepalive, Registry};
-use crate::session::{self, Sessions};
+use crate::session;
 use crate::stats::{Snapshot, Stats};
 use crate::trace::Tracer;
-use crate::{addresses, client, http, shutdown, web};
+use crate::{addresses, http, shutdown, web};
 use smol::future::or;
 use smol::net::TcpListener;
 use smol::{Executor, Timer};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ pub struct Server {
     store: Option<Arc<Store>>,
     /// Where people can reach this server.
     invite: Arc<Invite>,
+    /// What a reload changes, shared with the web state.
+    live: web::Live,
+    /// The config running now, for telling what a reload changes.
+    running: Mutex<Config>,
 }
 
 impl Server {
@@ -62,11 +66,6 @@ impl Server {
             (None, Some(dir)) => session::load_or_create_secret(&dir.join("secret.key"))?,
             (None, None) => session::new_secret(),
         };
-        let sessions = Arc::new(Sessions::new(
-            &secret,
-            config.passcode.as_deref(),
-            config.admin_passcode.as_deref(),
-        ));
         let moderation = Arc::new(Moderation::open(
             config.data_dir.as_deref(),
             config.delete_window,
@@ -96,6 +95,13 @@ impl Server {
         let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
 
         let invite = Arc::new(Invite::new(addr, config));
+        let sockets = addresses::Concurrent::new(config.max_sockets_per_address);
+        let sign_ins = Arc::new(addresses::PerWindow::per_minute(config.sign_ins_per_minute));
+        let new_rooms = Arc::new(addresses::PerWindow::per_minute(
+            config.new_rooms_per_minute,
+        ));
+        let uploads = Arc::new(addresses::PerWindow::per_minute(config.uploads_per_minute));
+        let live = web::Live::new(config, &secret, &sockets, &sign_ins, &new_rooms, &uploads);
         let directs = Arc::new(match &config.data_dir {
             Some(dir) => crate::dm::Directs::open(dir)?,
             None => crate::dm::Directs::in_memory(),
@@ -119,32 +125,16 @@ impl Server {
                 signal.clone(),
             ),
             stats: stats.clone(),
-            limits: client::Limits {
-                queue: config.queue.get(),
-                history: config.history,
-                max_message_bytes: config.max_message_bytes.get(),
-                sender: SenderLimit {
-                    per_second: config.messages_per_second.get(),
-                    burst: config.message_burst.get(),
-                    patience: config.flood_patience,
-                },
-            },
-            max_connections: config.max_connections,
-            allow_origins: config.allow_origins.clone().into(),
+            live: live.clone(),
             executor: executor.clone(),
             shutdown: signal.clone(),
             alive: alive_tx,
-            sessions,
-            passcode: config.passcode.as_deref().map(Arc::from),
-            admin_passcode: config.admin_passcode.as_deref().map(Arc::from),
             moderation,
             login_failures: Default::default(),
-            sockets: addresses::Concurrent::new(config.max_sockets_per_address),
-            sign_ins: Arc::new(addresses::PerWindow::per_minute(config.sign_ins_per_minute)),
-            new_rooms: Arc::new(addresses::PerWindow::per_minute(
-                config.new_rooms_per_minute,
-            )),
-            uploads: Arc::new(addresses::PerWindow::per_minute(config.uploads_per_minute)),
+            sockets,
+            sign_ins,
+            new_rooms,
+            uploads,
             files: files.clone(),
             invite: invite.clone(),
             directs,
@@ -192,7 +182,22 @@ impl Server {
             threads,
             store,
             invite,
+            live,
+            running: Mutex::new(config.clone()),
         })
+    }
+
+    /// Takes what can change at run time from `config` (limits, passcodes, log level,
+    /// origins; see `reload`) without dropping anyone, and logs the options that changed but
+    /// need a restart. Main calls it on SIGHUP with the config file and flags read again.
+    pub fn reload(&self, config: &Config) -> Reloaded {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let (merged, done) = reload::merge(&running, config);
+        self.live.apply(&merged);
+        log::set_max_level(merged.log_level);
+        *running = merged;
+        done.log();
+        done
     }
 
     /// The base URLs people can reach the server at, best first (for the start-up log).

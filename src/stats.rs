@@ -1,4 +1,4 @@
-//! Counters shown by `/healthz`. Relaxed atomics: they are read for reporting, never to decide.
+//! Counters shown by `/healthz` and `/metrics`. Relaxed atomics: they are read for reporting, never to decide.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -9,6 +9,7 @@ pub struct Stats {
     rooms: AtomicU64,
     connections: AtomicU64,
     messages: AtomicU64,
+    delivered: AtomicU64,
     dropped: AtomicU64,
     disk_bytes: AtomicU64,
     held_back: AtomicU64,
@@ -70,6 +71,8 @@ pub struct Snapshot {
     pub connections: u64,
     /// Chat messages broadcast since start.
     pub messages: u64,
+    /// Frames the rooms queued for their members since start, one per recipient.
+    pub delivered: u64,
     /// Clients dropped for being too slow since start.
     pub dropped: u64,
     /// Bytes of history written to disk since start.
@@ -171,6 +174,10 @@ impl Stats {
     pub fn message(&self) {
         self.messages.fetch_add(1, Relaxed);
     }
+    /// A room queued `frames` for its members (counted once per broadcast, not per recipient).
+    pub fn delivered(&self, frames: u64) {
+        self.delivered.fetch_add(frames, Relaxed);
+    }
     /// A slow client was dropped.
     pub fn dropped(&self) {
         self.dropped.fetch_add(1, Relaxed);
@@ -210,6 +217,7 @@ impl Stats {
             rooms: self.rooms.load(Relaxed),
             connections: self.connections.load(Relaxed),
             messages: self.messages.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             disk_bytes: self.disk_bytes.load(Relaxed),
             held_back: self.held_back.load(Relaxed),

@@ -478,7 +478,7 @@ impl Room {
             (furthest.max().unwrap_or(0) / 2).max(BACKLOG_FLOOR)
         });
         let (room, stats) = (&self.name, &self.shared.stats);
-        let mut slots = 0u64;
+        let (mut slots, mut delivered) = (0u64, 0u64);
         self.members.retain(|_, seat| {
             let (queue, limit) = (&seat.outbox.frames, seat.outbox.limit);
             let queued = queue.len();
@@ -501,6 +501,7 @@ impl Room {
             match queue.push_within(frame.clone(), limit) {
                 Pushed::Queued(_) => {
                     slots += 1;
+                    delivered += 1;
                     if let (true, false, Some(list)) = (seat.stale, over_half, &repair) {
                         let pushed = queue.push_within(list.clone(), limit);
                         seat.stale = !matches!(pushed, Pushed::Queued(_));
@@ -527,6 +528,8 @@ impl Room {
         });
         // One charge per broadcast; the queues give their slots back as their writers take them.
         self.shared.meter.charge(slots * SLOT_BYTES);
+        // Deliveries for /metrics, likewise once per broadcast.
+        stats.delivered(delivered);
         self.pressed = pressed;
         departed
     }

@@ -311,7 +311,7 @@ async fn download(req: Request<State>) -> tide::Result {
     let Some(files) = state.files.clone() else {
         return Ok(gone());
     };
-    if state.passcode.is_some() && session(&req).is_none() {
+    if state.live.get().passcode.is_some() && session(&req).is_none() {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));
     }
     let id = req.param("id")?;

@@ -76,11 +76,12 @@ pub(super) fn login_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> tide::Result {
+    let live = state.live.get();
     let html = LoginPage {
         name,
         next: safe_next(next),
-        needs_passcode: state.passcode.is_some(),
-        hosts: state.admin_passcode.is_some(),
+        needs_passcode: live.passcode.is_some(),
+        hosts: live.admin_passcode.is_some(),
         error,
         version: env!("CARGO_PKG_VERSION"),
         t,
@@ -110,6 +111,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
         Err(_) => return Ok(plain(StatusCode::BadRequest, "expected a sign-in form")),
     };
     let state = req.state().clone();
+    let live = state.live.get();
     let ip = peer_ip(&req);
     let peer = req.peer_addr().unwrap_or("unknown");
     // Every sign-in counts, a name change too: each costs a signature and may start a fight
@@ -139,12 +141,12 @@ async fn login(mut req: Request<State>) -> tide::Result {
     };
     let given = form.passcode.trim();
     // Whoever knows the admin passcode is a host, and passes the room's passcode too.
-    let host = state
+    let host = live
         .admin_passcode
         .as_deref()
         .is_some_and(|admin| same_secret(given, admin));
     // With hosts, a passcode given where none is needed is a try at the admin one, and counts.
-    let expected = match (&state.passcode, &state.admin_passcode) {
+    let expected = match (&live.passcode, &live.admin_passcode) {
         (Some(passcode), _) => Some(&**passcode),
         (None, Some(_)) if !given.is_empty() => Some(""),
         _ => None,
@@ -191,7 +193,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
     if host {
         log::info!("{peer}: {name} signed in as a host");
     }
-    let cookie = state.sessions.issue(&Session { person, name, host });
+    let cookie = live.sessions.issue(&Session { person, name, host });
     let mut res = Response::new(StatusCode::SeeOther);
     res.insert_header("Location", safe_next(&form.next));
     res.insert_header("Set-Cookie", cookie);
@@ -201,7 +203,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
 async fn logout(req: Request<State>) -> tide::Result {
     let mut res = Response::new(StatusCode::SeeOther);
     res.insert_header("Location", "/login");
-    res.insert_header("Set-Cookie", req.state().sessions.clear());
+    res.insert_header("Set-Cookie", req.state().live.get().sessions.clear());
     Ok(res)
 }
 

@@ -1,7 +1,7 @@
 //! The tide app: routes, and the helpers every route uses (plain and HTML answers, the session
 //! lookup). This folder is the only place that imports tide; the upgrade hands a raw connection
 //! to [`crate::client`], which speaks WebSocket from then on. One file per concern: `pages`,
-//! `assets`, `login`, `upgrade`, `status`.
+//! `assets`, `login`, `upgrade`, `status`, `metrics`; `live` holds what a reload may change.
 //!
 //! | route            | answer                                                          |
 //! |------------------|-----------------------------------------------------------------|
@@ -15,6 +15,7 @@
 //! | `GET /session`   | JSON: who the cookie says you are, or 401                       |
 //! | `GET /assets/*`  | the page's JS, CSS and icon, compiled into the binary           |
 //! | `GET /healthz`   | JSON counters                                                   |
+//! | `GET /metrics`   | the same and more in the Prometheus text format                 |
 //! | `POST /files/:room` | shares the body as a file into `room` (`?name=`), 201 + frame |
 //! | `GET /files/:id/:name` | a shared file, typed by its bytes, sandboxed             |
 //! | `GET /rooms/:room/members` | one page of a room's member list (`?after=&limit=`)  |
@@ -31,15 +32,16 @@ mod direct;
 mod files;
 mod i18n;
 mod invite;
+mod live;
 mod login;
+mod metrics;
 mod pages;
 mod status;
 mod upgrade;
 
 use crate::addresses::{Concurrent, PerWindow};
-use crate::client::Limits;
 use crate::room::Registry;
-use crate::session::{Session, Sessions};
+use crate::session::Session;
 use crate::shutdown;
 use crate::stats::{Refusal, Stats};
 use smol::Executor;
@@ -49,6 +51,7 @@ use std::sync::{Arc, Mutex};
 use tide::http::mime;
 use tide::{Request, Response, StatusCode};
 
+pub use live::Live;
 pub use login::Failures;
 
 /// Everything a request handler may need, shared by all of them.
@@ -58,24 +61,14 @@ pub struct State {
     pub registry: Registry,
     /// Counters for `/healthz` and the connection cap.
     pub stats: Arc<Stats>,
-    /// Per-connection limits.
-    pub limits: Limits,
-    /// WebSockets allowed at once.
-    pub max_connections: usize,
-    /// Extra origins allowed to open WebSockets, lowercase `scheme://host[:port]`.
-    pub allow_origins: Arc<[String]>,
+    /// What a reload may change (limits, passcodes, session key, origins): read per request.
+    pub live: Live,
     /// Runs each client's tasks.
     pub executor: Arc<Executor<'static>>,
     /// Fires when the server stops.
     pub shutdown: shutdown::Signal,
     /// Held by each client task, so the server can wait for every client to finish.
     pub alive: async_channel::Sender<()>,
-    /// Signs and checks session cookies.
-    pub sessions: Arc<Sessions>,
-    /// The passcode, if the chat needs one.
-    pub passcode: Option<Arc<str>>,
-    /// The passcode that makes a host, if there are hosts.
-    pub admin_passcode: Option<Arc<str>>,
     /// Bans, mutes and locks, checked at the door.
     pub moderation: Arc<crate::moderation::Moderation>,
     /// Wrong passcodes per address, for rate limiting.
@@ -131,6 +124,7 @@ fn app(state: State) -> tide::Server<State> {
     login::routes(&mut app);
     assets::routes(&mut app);
     status::routes(&mut app);
+    metrics::routes(&mut app);
     files::routes(&mut app);
     invite::routes(&mut app);
     direct::routes(&mut app);
@@ -150,9 +144,10 @@ fn html_response(status: StatusCode, html: String) -> Response {
 /// The request's session, if its cookie is there and genuine.
 fn session(req: &Request<State>) -> Option<Session> {
     let header = req.header("Cookie")?;
+    let live = req.state().live.get();
     header
         .iter()
-        .find_map(|value| req.state().sessions.verify(value.as_str()))
+        .find_map(|value| live.sessions.verify(value.as_str()))
 }
 
 /// A 403 for a banned session or address (sign-in, page, WebSocket), counted and logged; `None`

@@ -14,7 +14,7 @@ pub(super) fn routes(app: &mut tide::Server<State>) {
 }
 
 async fn rooms(req: Request<State>) -> tide::Result {
-    if req.state().passcode.is_some() && session(&req).is_none() {
+    if req.state().live.get().passcode.is_some() && session(&req).is_none() {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));
     }
     #[derive(serde::Serialize)]
@@ -65,7 +65,7 @@ async fn rooms(req: Request<State>) -> tide::Result {
 /// One page of a room's members: `{"room","people","members":[..],"next":NAME|null}`; ask
 /// again with `after=<next>` for the following page.
 async fn members(req: Request<State>) -> tide::Result {
-    if req.state().passcode.is_some() && session(&req).is_none() {
+    if req.state().live.get().passcode.is_some() && session(&req).is_none() {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));
     }
     let room = req.param("room")?;

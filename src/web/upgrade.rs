@@ -17,6 +17,7 @@ use tide::{Request, Response, StatusCode};
 /// Checks the upgrade request, answers 101 and starts the client once the connection is ours.
 pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     let state = req.state();
+    let live = state.live.get();
     let room = req.param("room")?;
     if let Some(refused) = super::direct::check_room(&req, room) {
         return Ok(refused);
@@ -26,7 +27,7 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
         Err(why) => return Ok(plain(StatusCode::BadRequest, why)),
     };
     let peer = req.peer_addr().unwrap_or("unknown").to_owned();
-    if let Err(origin) = check_origin(&req, &state.allow_origins) {
+    if let Err(origin) = check_origin(&req, &live.allow_origins) {
         refuse(
             state,
             Refusal::Origin,
@@ -44,7 +45,7 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     }
     let (name, person, host) = match session {
         Some(session) => (session.name, session.person, session.host),
-        None if state.passcode.is_some() => {
+        None if live.passcode.is_some() => {
             return Ok(plain(StatusCode::Unauthorized, "sign in first"));
         }
         // Without a passcode, non-browser clients may name themselves (each connection is its
@@ -104,12 +105,12 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
             }
         }
     }
-    if !state.stats.try_open_connection(state.max_connections) {
+    if !state.stats.try_open_connection(live.max_connections) {
         refuse(
             state,
             Refusal::Connections,
             &peer,
-            &format!("WebSocket: {} connections open", state.max_connections),
+            &format!("WebSocket: {} connections open", live.max_connections),
         );
         return Ok(plain(
             StatusCode::ServiceUnavailable,
@@ -152,7 +153,7 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
     };
     // The upgrade itself is a boxed future of its own, and only what the client needs goes
     // into its task: that task lives as long as the connection.
-    let config = client::websocket_config(&state.limits);
+    let config = client::websocket_config(&live.limits);
     let websocket = Box::pin(async move {
         let connection = upgraded.await?; // None: the 101 never reached the client.
         let socket = Coalesce::new(connection);
@@ -165,7 +166,7 @@ pub(super) async fn upgrade(req: Request<State>) -> tide::Result {
         .spawn(client::serve(Box::new(client::Start {
             upgrade: websocket,
             client: Box::new(client),
-            limits: state.limits.clone(),
+            limits: live.limits.clone(),
             registry: state.registry.clone(),
             executor: state.executor.clone(),
             stats: state.stats.clone(),

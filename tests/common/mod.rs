@@ -132,6 +132,11 @@ impl TestServer {
     pub fn stats(&self) -> smolchat::Snapshot {
         self.server.as_ref().unwrap().stats()
     }
+
+    /// Reloads the running server with `config` (what SIGHUP does with the re-read file).
+    pub fn reload(&self, config: &Config) -> smolchat::Reloaded {
+        self.server.as_ref().unwrap().reload(config)
+    }
 }
 
 impl Drop for TestServer {
