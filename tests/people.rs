@@ -234,3 +234,25 @@ fn presence_lists_who_is_here_and_rooms_lists_where_people_are() {
         }
     });
 }
+
+#[test]
+fn the_names_given_to_nameless_clients_cannot_be_signed_in_under() {
+    let server = start(config());
+    smol::block_on(async {
+        for kept in ["anonymous", "Anonymous", " ANONYMOUS-12 "] {
+            let reply = post_login(server.addr, kept, "", "/").await;
+            assert_eq!(reply.status, 400, "{kept}");
+            assert!(
+                reply.text().contains("kept for people who give none"),
+                "{kept}"
+            );
+        }
+        for free in ["anonymously", "anonymous-", "anonymous-x", "Anon"] {
+            assert_eq!(
+                post_login(server.addr, free, "", "/").await.status,
+                303,
+                "{free}"
+            );
+        }
+    });
+}

@@ -4,7 +4,7 @@
 
 use super::i18n::{for_request, Strings};
 use super::{html_response, peer_ip, plain, query, random_person, refuse, session, State};
-use crate::message::{display_name, valid_room};
+use crate::message::{display_name, valid_room, ANONYMOUS};
 use crate::session::Session;
 use crate::stats::Refusal;
 use askama::Template;
@@ -126,7 +126,7 @@ async fn login(mut req: Request<State>) -> tide::Result {
         let why = t.get("tooManySignIns");
         return try_again_later(&state, t, &form.name, &form.next, why, wait);
     }
-    let name = match display_name(&form.name) {
+    let name = match display_name(&form.name).and_then(not_reserved) {
         Ok(name) => name.to_owned(),
         Err(why) => {
             return login_form(
@@ -258,6 +258,21 @@ fn count_failure(state: &State, ip: IpAddr) {
         };
     }
     entry.count += 1;
+}
+
+/// Refuses `anonymous` and `anonymous-N`: the room gives those to clients that name nobody,
+/// and a person signed in under one would be renamed in the room behind their page's back.
+fn not_reserved(name: &str) -> Result<&str, &'static str> {
+    let lower = name.to_ascii_lowercase();
+    let numbered = lower
+        .strip_prefix(ANONYMOUS)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if lower == ANONYMOUS || numbered {
+        Err("that name is kept for people who give none")
+    } else {
+        Ok(name)
+    }
 }
 
 /// Compares without an early exit, so timing tells nothing about how much of a guess was right.
