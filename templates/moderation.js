@@ -45,7 +45,7 @@ window.smolchat = window.smolchat || {};
     week1: "1 week",
     notice: "Notice",
     lockedNote: "This room is locked: only hosts can write in it.",
-    lockedNoteHost: "This room is locked: only hosts (you too) can write in it.",
+    lockedNoteHost: "This room is locked: only hosts can write in it. You are a host.",
     mutedUntil: "A host muted you until {when}.",
     kickedWhy: "A host removed you from this room.",
     kickedWhyReason: "A host removed you from this room: {reason}",
@@ -137,11 +137,9 @@ window.smolchat = window.smolchat || {};
   const side = $("side");
   side.insertBefore(panel, side.children[2] || null); // after "You" and "Here now"
 
+  // The switch moves at once; the room frame (or a refusal) then sets it to the room's state.
   lockSwitch.addEventListener("change", () => {
-    // The switch shows the room's state: it moves when the room frame says so.
-    const want = lockSwitch.checked;
-    lockSwitch.checked = locked;
-    send({ action: want ? "lock" : "unlock" });
+    if (!send({ action: lockSwitch.checked ? "lock" : "unlock" })) lockSwitch.checked = locked;
   });
   $("mod-announce").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -206,17 +204,20 @@ window.smolchat = window.smolchat || {};
     const reason = el("input", { id: "mod-reason", maxLength: 200, autocomplete: "off" });
     const minutes = el("select", { id: "mod-minutes" },
       ...MUTES.map(([key, n]) => el("option", { value: String(n), textContent: S[key] })));
-    const mute = el("button", { type: "button", textContent: S.mute });
-    const unmute = el("button", { type: "button", className: "quiet", textContent: S.unmute });
-    mute.addEventListener("click", () => { send({ action: "mute", name, minutes: Number(minutes.value) }); dialog.close(); });
-    unmute.addEventListener("click", () => { send({ action: "unmute", name }); dialog.close(); });
+    const act = (label, kind, frame) => {
+      const button = el("button", { type: "button", className: kind, textContent: label });
+      button.addEventListener("click", () => { send(frame()); dialog.close(); });
+      return button;
+    };
     openDialog(fill(S.personActions, { name }), [
       el("p", { className: "stack" }, el("label", { for: "mod-reason", textContent: S.reason }), reason),
-      el("p", { className: "row" }, el("label", { for: "mod-minutes", textContent: S.muteFor }), minutes, mute, unmute),
-    ], [
-      [S.kick, "", () => send({ action: "kick", name, reason: reason.value.trim() })],
-      [S.ban, "danger", () => send({ action: "ban", name, reason: reason.value.trim() })],
-    ]);
+      el("p", { className: "row" },
+        act(S.kick, "", () => ({ action: "kick", name, reason: reason.value.trim() })),
+        act(S.ban, "danger", () => ({ action: "ban", name, reason: reason.value.trim() }))),
+      el("p", { className: "row" }, el("label", { for: "mod-minutes", textContent: S.muteFor }), minutes,
+        act(S.mute, "", () => ({ action: "mute", name, minutes: Number(minutes.value) })),
+        act(S.unmute, "quiet", () => ({ action: "unmute", name }))),
+    ], []);
   }
 
   // --- Hooks chat.js calls.
@@ -232,7 +233,7 @@ window.smolchat = window.smolchat || {};
     button.addEventListener("click", () => messageMenu(m));
     li.append(button);
     // An author's own button goes when the server would no longer allow it.
-    if (!host) setTimeout(() => { if (!host) button.remove(); }, ownLeft * 1000);
+    if (!host && ownLeft < 86400 * 20) setTimeout(() => { if (!host) button.remove(); }, ownLeft * 1000);
   }
 
   /** A person's row in "Here now": a host gets a menu on everyone else. */
@@ -256,6 +257,7 @@ window.smolchat = window.smolchat || {};
 
   function showError(code, words) {
     clearTimeout(muteTimer);
+    lockSwitch.checked = locked; // a refused lock leaves the room as it was
     errorNote.hidden = false;
     const until = code === "muted" && words.match(/\d{4}-\d\d-\d\dT[\d:.]+Z/);
     if (until) {
@@ -325,7 +327,11 @@ window.smolchat = window.smolchat || {};
         removeMessages((id) => id > m.id);
         return true;
       case "notice":
-        if (wasExpecting) {
+        if (m.standing === true) {
+          // A server that marks the standing announcement (empty text: taken down).
+          showBanner(m.text ? m : null);
+          if (m.text && !wasExpecting) showNotice(m);
+        } else if (wasExpecting) {
           showBanner(m);
         } else {
           // What this host just announced (or took down) comes back as the next notice.

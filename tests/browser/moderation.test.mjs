@@ -4,7 +4,14 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { devices } from "playwright-core";
 import { STEP, launch, startServer, stopServer } from "./harness.mjs";
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const phone = { ...devices["Pixel 5"] };
+delete phone.defaultBrowserType;
 
 const browser = await launch();
 const ADMIN = "let-me-host";
@@ -14,8 +21,8 @@ function start() {
 }
 
 /** A new browser session signed in as `name` (a host with `host: true`); counts its WebSockets. */
-async function signedIn(server, name, { host = false, clock = false } = {}) {
-  const context = await browser.newContext();
+async function signedIn(server, name, { host = false, clock = false, options = {} } = {}) {
+  const context = await browser.newContext(options);
   if (clock) await context.clock.install();
   const page = await context.newPage();
   page.setDefaultTimeout(STEP);
@@ -30,6 +37,15 @@ async function signedIn(server, name, { host = false, clock = false } = {}) {
   await page.click("button[type=submit]");
   await page.waitForSelector("#status.online");
   return { context, page, sockets };
+}
+
+/** axe-core's serious and critical findings on the page as it is now. */
+async function axe(page) {
+  // Injected as the test's own script: the page's policy would (rightly) refuse it.
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.addScriptTag({ content: AXE });
+  const result = await page.evaluate(() => window.axe.run(document));
+  return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.nodes.map((n) => n.target).join(" ")}`);
 }
 
 async function send(page, text) {
@@ -262,5 +278,41 @@ test("an announcement is a banner for whoever comes after it, until taken down",
   await shown(dee.page, "what did I miss");
   assert.equal(await dee.page.isVisible("#mod-banner"), false);
   for (const who of [ann, bob, cy, dee]) await who.context.close();
+  await stopServer(server);
+});
+
+test("on a phone the host's controls work by touch and pass axe-core", async () => {
+  const server = await start();
+  const options = { ...phone, bypassCSP: true };
+  const ann = await signedIn(server, "Ann", { host: true, options });
+  const bob = await signedIn(server, "Bob", { options });
+  await send(bob.page, "hello from a phone");
+  await shown(ann.page, "hello from a phone");
+  await ann.page.tap("#people-toggle");
+  await ann.page.tap("#mod-lock");
+  await bob.page.waitForSelector("#text:disabled");
+  await ann.page.fill("#mod-announce-text", "Doors close at ten");
+  await ann.page.tap("#mod-announce button[type=submit]");
+  await ann.page.waitForSelector("#mod-banner:not([hidden])");
+  await ann.page.tap("#mod-show-bans");
+  await ann.page.waitForSelector("#mod-bans li");
+  assert.deepEqual(await axe(ann.page), [], "host page");
+  // The menus are big enough to hit with a thumb.
+  const menu = await row(ann.page, "hello from a phone").locator("button.menu").boundingBox();
+  assert.ok(menu.width >= 40 && menu.height >= 32, JSON.stringify(menu));
+  await personMenu(ann.page, "Bob");
+  assert.deepEqual(await axe(ann.page), [], "person menu");
+  await dialogButton(ann.page, "Cancel").tap();
+  await ann.page.tap("#people-toggle"); // the panel covers the messages on a phone
+  await row(ann.page, "hello from a phone").locator("button.menu").tap();
+  assert.deepEqual(await axe(ann.page), [], "message menu");
+  await dialogButton(ann.page, "Delete message").tap();
+  await gone(bob.page, "hello from a phone");
+  await bob.page.reload();
+  await bob.page.waitForSelector("#mod-banner:not([hidden])");
+  await bob.page.waitForSelector("#text:disabled");
+  assert.deepEqual(await axe(bob.page), [], "guest page, locked, with the banner");
+  await ann.context.close();
+  await bob.context.close();
   await stopServer(server);
 });
