@@ -66,6 +66,7 @@ window.smolchat = window.smolchat || {};
 
   let api = null;              // from chat.js: send(frame) and refresh() of the composer
   let host = false;            // this client signed in as a host (welcome.host)
+  let me = null;               // this client's name as the server knows it (welcome.name)
   let locked = false;          // only hosts may write (welcome.locked, room frames)
   let deleteWindow = 0;        // seconds an author may delete their own message (0: never)
   let shut = false;            // kicked or banned: this page is done
@@ -96,7 +97,7 @@ window.smolchat = window.smolchat || {};
 
   // The page's new parts: the banner under the header, the notes above the composer, the dialog.
   const banner = el("section", { id: "mod-banner", className: "banner", hidden: true, "aria-labelledby": "mod-banner-label" });
-  const bannerText = el("span", { id: "mod-banner-text", dir: "auto" });
+  const bannerText = el("span", { id: "mod-banner-text", dir: "auto", "aria-live": "polite" });
   const bannerTime = el("time");
   const takeDown = el("button", { type: "button", className: "quiet", textContent: S.takeDown, hidden: true });
   banner.append(el("p", {},
@@ -168,7 +169,10 @@ window.smolchat = window.smolchat || {};
       if (b.reason) what.push(`“${b.reason}”`);
       if (b.by) what.push(fill(S.by, { name: b.by }));
       const line = el("span", { className: "ban-what" }, el("strong", { textContent: b.name }), " · " + what.join(" · "));
-      if (b.until) line.append(" · ", fill(S.until, { when: "" }).trim(), " ", timeNode(b.until));
+      if (b.until) {
+        const [before, after] = S.until.split("{when}");
+        line.append(" · " + before, timeNode(b.until), after || "");
+      }
       const lift = el("button", { type: "button", className: "quiet",
         textContent: b.kind === "ban" ? S.unban : S.unmute, "aria-label": `${b.kind === "ban" ? S.unban : S.unmute} ${b.name}` });
       lift.addEventListener("click", () => {
@@ -224,7 +228,7 @@ window.smolchat = window.smolchat || {};
 
   /** A message's row is built: hosts get a menu on each, authors on their own recent ones. */
   function message(li, m) {
-    const own = api && m.name === api.myName;
+    const own = m.name === (me ?? (api && api.myName));
     const age = (Date.now() - Date.parse(m.when)) / 1000;
     const ownLeft = own && deleteWindow > 0 ? deleteWindow - Math.max(0, age) : 0;
     if (!host && !(ownLeft > 0)) return;
@@ -238,7 +242,7 @@ window.smolchat = window.smolchat || {};
 
   /** A person's row in "Here now": a host gets a menu on everyone else. */
   function person(li, name) {
-    if (!host || !api || name === api.myName) return;
+    if (!host || name === (me ?? (api && api.myName))) return;
     const button = el("button", { type: "button", className: "menu", textContent: "⋯",
       "aria-label": fill(S.personActions, { name }), "aria-haspopup": "dialog" });
     button.addEventListener("click", () => personMenu(name));
@@ -307,6 +311,7 @@ window.smolchat = window.smolchat || {};
     switch (m.type) {
       case "welcome":
         host = Boolean(m.host);
+        me = m.name;
         locked = Boolean(m.locked);
         deleteWindow = Number(m.delete_window) || 0;
         replayUntil = m.last_id;
@@ -318,7 +323,7 @@ window.smolchat = window.smolchat || {};
         return false;
       case "message":
       case "file":
-        if (api && m.name === api.myName && !replayed && !errorNote.querySelector("time")) hideError();
+        if (m.name === me && !replayed && !errorNote.querySelector("time")) hideError();
         return false;
       case "delete":
         removeMessages((id) => id !== m.id);

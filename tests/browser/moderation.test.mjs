@@ -316,3 +316,27 @@ test("on a phone the host's controls work by touch and pass axe-core", async () 
   await bob.context.close();
   await stopServer(server);
 });
+
+test("an author's delete goes when --delete-window ends, and never shows with a window of 0", async () => {
+  const server = await startServer(["--addr", "127.0.0.1:0", "--data-dir", "none", "--delete-window", "2s"]);
+  const bob = await signedIn(server, "Bob");
+  await send(bob.page, "quick");
+  await shown(bob.page, "quick");
+  const menu = row(bob.page, "quick").locator("button.menu");
+  assert.equal(await menu.count(), 1);
+  await menu.waitFor({ state: "detached" });
+  // Shown again from the history, it is too old for one.
+  await bob.page.reload();
+  await shown(bob.page, "quick");
+  assert.equal(await row(bob.page, "quick").locator("button.menu").count(), 0);
+  await bob.context.close();
+  await stopServer(server);
+
+  const never = await startServer(["--addr", "127.0.0.1:0", "--data-dir", "none", "--delete-window", "0"]);
+  const cy = await signedIn(never, "Cy");
+  await send(cy.page, "for good");
+  await shown(cy.page, "for good");
+  assert.equal(await cy.page.locator("#messages button.menu").count(), 0);
+  await cy.context.close();
+  await stopServer(never);
+});
