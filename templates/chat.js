@@ -14,6 +14,10 @@
   const NAME_TAKEN = 4409; // close code: somebody else has this name in the room
   const t = window.smolchat.t; // the page's words, in its language (text.js)
   const rooms = window.smolchat.rooms; // rooms.js
+  const SHUT_OUT = 4403;   // close code: a host kicked or banned this person
+  // Moderation (moderation.js) sees every frame first, adds menus to messages and people, and
+  // may hold the composer shut; these few hooks are all chat.js knows of it.
+  const moderation = window.smolchat.moderation || null;
 
   let socket = null;
   let lastId = 0;              // newest message shown; reconnects ask for what came after
@@ -27,6 +31,8 @@
   let membersPartial = false;  // the list is known to miss some: pull it when it is shown
   let pulling = null;
   let replayedUntil = 0;       // messages up to this id are history, not news (from welcome)
+  let online = false;
+  let refused = false;         // closed for good (name taken, kicked, banned): no reconnecting
   window.smolchat.members = () => [...members].filter((n) => n !== myName);
 
   // Avatar: initials on a colour derived from the name, drawn locally (no external service).
@@ -78,6 +84,7 @@
       }
       if ((m.mentions || []).includes(myName)) li.classList.add("mentions-me");
       li.append(avatar(m.name), meta, content);
+      if (moderation) moderation.message(li, m);
       list.append(li);
     });
     rooms.seenHere(m.id);
@@ -154,6 +161,7 @@
         });
         li.append(talk);
       }
+      if (moderation) moderation.person(li, name);
       return li;
     }));
     const count = Math.max(people, names.length);
@@ -164,9 +172,14 @@
   function setStatus(state, words) {
     status.className = "status " + state;
     status.textContent = words;
-    const online = state === "online";
-    text.disabled = !online;
-    send.disabled = !online;
+    online = state === "online";
+    updateComposer();
+  }
+
+  function updateComposer() {
+    const open = online && (!moderation || moderation.writable());
+    text.disabled = !open;
+    send.disabled = !open;
   }
 
   function scheduleReconnect() {
@@ -194,6 +207,7 @@
     ws.onmessage = (event) => {
       let m;
       try { m = JSON.parse(event.data); } catch { return; }
+      if (moderation && moderation.frame(m)) return;
       if (m.type === "welcome") replayedUntil = m.last_id;
       if (m.type === "message" || (m.type === "file" && window.smolchatShare)) {
         if (m.id > lastId) { // replayed history may overlap what is on screen
@@ -236,10 +250,15 @@
     ws.onclose = (event) => {
       if (socket !== ws) return;
       socket = null;
+      refused = event.code === NAME_TAKEN || event.code === SHUT_OUT;
       if (event.code === NAME_TAKEN) {
         setStatus("offline", t("nameTakenStatus"));
         showEvent(t("nameTaken", { name: myName }), "warn");
         return; // retrying would only be refused again
+      }
+      if (event.code === SHUT_OUT) {
+        setStatus("offline", moderation ? moderation.shutOut(event.reason) : event.reason);
+        return; // kicked or banned: coming back is the person's choice, not a loop's
       }
       setStatus("offline", event.reason ? t("offlineWhy", { why: event.reason }) : t("offline"));
       if (!opened) checkSession();
@@ -253,6 +272,18 @@
       const res = await fetch("/session", { cache: "no-store" });
       if (res.status === 401) location.href = `/login?next=${encodeURIComponent(location.pathname)}`;
     } catch { /* the server is down: keep retrying */ }
+  }
+
+  if (moderation) {
+    moderation.attach({
+      myName,
+      send: (frame) => {
+        if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+        socket.send(JSON.stringify(frame));
+        return true;
+      },
+      refresh: updateComposer,
+    });
   }
 
   function sendMessage() {
@@ -294,7 +325,7 @@
     }
   });
   // Back on the network: try at once instead of waiting out the backoff.
-  window.addEventListener("online", () => { if (!socket) { retryDelay = 500; connect(); } });
+  window.addEventListener("online", () => { if (!socket && !refused) { retryDelay = 500; connect(); } });
 
   connect();
 })();

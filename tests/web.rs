@@ -64,6 +64,7 @@ fn the_page_has_the_host_injected_and_refers_to_no_other_host() {
         let mut everything = html.clone();
         for (path, mime) in [
             ("/assets/chat.js", "text/javascript; charset=utf-8"),
+            ("/assets/moderation.js", "text/javascript; charset=utf-8"),
             ("/assets/chat.css", "text/css; charset=utf-8"),
             ("/assets/icon.svg", "image/svg+xml"),
         ] {

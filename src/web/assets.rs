@@ -39,7 +39,7 @@ const INVITE_CSS: Asset = Asset {
 };
 
 /// The page's other scripts, icons and the web app manifest: (path, body, type, etag).
-const MORE: [(&str, &[u8], &str, &str); 10] = [
+const MORE: [(&str, &[u8], &str, &str); 11] = [
     (
         "/assets/text.js",
         include_bytes!("../../templates/text.js"),
@@ -57,6 +57,12 @@ const MORE: [(&str, &[u8], &str, &str); 10] = [
         include_bytes!("../../templates/rooms.js"),
         "text/javascript; charset=utf-8",
         concat!("\"", env!("CARGO_PKG_VERSION"), "-rooms-js\""),
+    ),
+    (
+        "/assets/moderation.js",
+        include_bytes!("../../templates/moderation.js"),
+        "text/javascript; charset=utf-8",
+        concat!("\"", env!("CARGO_PKG_VERSION"), "-moderation-js\""),
     ),
     (
         "/assets/mention-input.js",
