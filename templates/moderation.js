@@ -71,8 +71,7 @@ window.smolchat = window.smolchat || {};
   let deleteWindow = 0;        // seconds an author may delete their own message (0: never)
   let shut = false;            // kicked or banned: this page is done
   let replayUntil = 0;         // history ids up to this follow the welcome
-  let expectStanding = false;  // a notice right after the history is the standing announcement
-  let pendingAnnounce = null;  // what this host just announced ("" = took it down)
+  let expectStanding = false;  // right after the history: the standing announcement, no chat row
   let muteTimer = null;
 
   const $ = (id) => document.getElementById(id);
@@ -146,13 +145,9 @@ window.smolchat = window.smolchat || {};
     event.preventDefault();
     const words = announceText.value.trim();
     if (!words) return;
-    pendingAnnounce = words;
     if (send({ action: "announce", text: words })) announceText.value = "";
   });
-  const takeItDown = () => {
-    pendingAnnounce = "";
-    send({ action: "announce", text: "" });
-  };
+  const takeItDown = () => send({ action: "announce", text: "" });
   $("mod-take-down").addEventListener("click", takeItDown);
   takeDown.addEventListener("click", takeItDown);
   $("mod-show-bans").addEventListener("click", () => send({ action: "bans" }));
@@ -333,17 +328,10 @@ window.smolchat = window.smolchat || {};
         return true;
       case "notice":
         if (m.standing === true) {
-          // A server that marks the standing announcement (empty text: taken down).
+          // The standing announcement (empty text: taken down); when it is news, a row too.
           showBanner(m.text ? m : null);
           if (m.text && !wasExpecting) showNotice(m);
-        } else if (wasExpecting) {
-          showBanner(m);
         } else {
-          // What this host just announced (or took down) comes back as the next notice.
-          if (pendingAnnounce === "" || (pendingAnnounce && m.text === pendingAnnounce)) {
-            showBanner(pendingAnnounce ? m : null);
-            pendingAnnounce = null;
-          }
           showNotice(m);
         }
         return true;

@@ -611,25 +611,30 @@ fn an_announcement_is_shown_to_everyone_and_to_newcomers() {
             serde_json::json!({"action": "announce", "text": "  Wi-Fi closes at 6  "}),
         )
         .await;
+        let announced = next_of(&mut bob, "notice").await;
         assert_eq!(
-            next_of(&mut bob, "notice").await["text"],
-            "Wi-Fi closes at 6"
+            (announced["text"].as_str(), announced["standing"].as_bool()),
+            (Some("Wi-Fi closes at 6"), Some(true))
         );
         // A newcomer gets it after the history, before its own join.
         let mut late = ws(server.addr, "/ws/lobby?name=late").await;
         assert_eq!(next_json(&mut late).await["type"], "welcome");
         assert_eq!(next_json(&mut late).await["id"], id);
-        assert_eq!(next_json(&mut late).await["text"], "Wi-Fi closes at 6");
+        assert_eq!(next_json(&mut late).await, announced);
         // Taken down, it is no longer sent.
         act(
             &mut boss,
             serde_json::json!({"action": "announce", "text": ""}),
         )
         .await;
+        let down = next_of(&mut bob, "notice").await;
         assert_eq!(
-            next_of(&mut bob, "notice").await["text"],
-            "A host took the announcement down."
+            (down["text"].as_str(), down["standing"].as_bool()),
+            (Some(""), Some(true))
         );
+        let line = next_of(&mut bob, "notice").await;
+        assert_eq!(line["text"], "A host took the announcement down.");
+        assert_eq!(line.get("standing"), None, "a one-off line is not standing");
         let mut later = ws(server.addr, "/ws/lobby?name=later").await;
         next_json(&mut later).await;
         assert_eq!(next_json(&mut later).await["id"], id);

@@ -149,6 +149,10 @@ pub enum Outbound<'a> {
         text: &'a str,
         /// When, RFC 3339 UTC.
         when: &'a str,
+        /// The room's standing announcement (shown until replaced; empty `text`: taken down),
+        /// not a one-off line; left out of the frame when false.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        standing: bool,
     },
     /// The room's state changed (and, in the `welcome`, what it is).
     Room {
@@ -402,9 +406,20 @@ mod tests {
                     room: "r",
                     text: "Bob was muted for 10 min",
                     when: "t",
+                    standing: false,
                 }
                 .encode(),
                 r#"{"type":"notice","room":"r","text":"Bob was muted for 10 min","when":"t"}"#,
+            ),
+            (
+                Outbound::Notice {
+                    room: "r",
+                    text: "Lunch at one",
+                    when: "t",
+                    standing: true,
+                }
+                .encode(),
+                r#"{"type":"notice","room":"r","text":"Lunch at one","when":"t","standing":true}"#,
             ),
             (
                 Outbound::Room {

@@ -213,6 +213,7 @@ impl Room {
                 room: &name,
                 text: &a.text,
                 when: &a.when,
+                standing: true,
             }
             .encode_metered(&shared.meter)
         });

@@ -75,6 +75,7 @@ impl Room {
             room: &self.name,
             text,
             when: &when,
+            standing: false,
         }
         .encode_metered(&self.shared.meter);
         self.broadcast(frame, Delivery::Every);
@@ -466,6 +467,7 @@ impl Room {
                 room: &self.name,
                 text: &a.text,
                 when: &a.when,
+                standing: true,
             }
             .encode_metered(&self.shared.meter)
         });
@@ -473,7 +475,18 @@ impl Room {
         self.shared.moderation.save().await;
         match self.announcement.clone() {
             Some(frame) => self.broadcast(frame, Delivery::Every),
-            None => self.notice("A host took the announcement down."),
+            None => {
+                let when = timestamp(SystemTime::now());
+                let down = Outbound::Notice {
+                    room: &self.name,
+                    text: "",
+                    when: &when,
+                    standing: true,
+                }
+                .encode_metered(&self.shared.meter);
+                self.broadcast(down, Delivery::Every);
+                self.notice("A host took the announcement down.");
+            }
         }
         Some(format!("by {actor}: {text}"))
     }
