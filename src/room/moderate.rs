@@ -87,20 +87,17 @@ impl Room {
             return; // Asked just before leaving.
         };
         let (actor, person, host) = (seat.name.clone(), seat.person, seat.host);
-        if let Action::Delete { id: message } = action {
-            return self.delete(id, message, person, host).await;
-        }
-        if !host {
-            log::info!(
-                "room {}: refused {} from {actor}: not a host",
-                self.name,
-                action.name()
-            );
-            return self.tell(id, "forbidden", "Only hosts can do that.");
-        }
         let kind = action.name();
         let done = match action {
-            Action::Delete { .. } => unreachable!("handled above"),
+            // Anyone may ask; `delete` checks whose message it is.
+            Action::Delete { id: message } => return self.delete(id, message, person, host).await,
+            _ if !host => {
+                log::info!(
+                    "room {}: refused {kind} from {actor}: not a host",
+                    self.name
+                );
+                return self.tell(id, "forbidden", "Only hosts can do that.");
+            }
             Action::Kick { name, reason } => self.kick(id, &name, &reason, &actor),
             Action::Mute { name, minutes } => self.mute(id, &name, minutes, &actor).await,
             Action::Unmute { name } => self.lift(id, Kind::Mute, &name, &actor).await,
