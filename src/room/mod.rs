@@ -19,7 +19,8 @@
 //! Files: this one holds the loop and what it does with join / leave / forward; `registry`
 //! starts and ends rooms; `keepalive` pings and lets go; `presence` tells members who is here;
 //! `limits` is the sender's token bucket, kept by each client's reader; `moderate` carries
-//! out what hosts (and authors deleting their own words) ask for.
+//! out what hosts (and authors deleting their own words) ask for; `notices` tells a person, in
+//! their other rooms, of a direct message or a mention; `share` announces shared files.
 
 mod keepalive;
 pub mod limits;
