@@ -9,56 +9,7 @@
 window.smolchat = window.smolchat || {};
 
 (() => {
-  // The words, in one place (a later i18n table may supply any of them by the same key).
-  const EN = {
-    hostHeading: "Host",
-    lockRoom: "Lock the room (only hosts can write)",
-    announceLabel: "Announcement",
-    announce: "Announce",
-    takeDown: "Take down",
-    announcement: "Announcement",
-    showBans: "Bans and mutes",
-    noBans: "No bans or mutes.",
-    unban: "Unban",
-    unmute: "Unmute",
-    banned: "banned",
-    muted: "muted",
-    until: "until {when}",
-    by: "by {name}",
-    clearRoom: "Clear the history…",
-    clearTitle: "Clear the room?",
-    clearWhat: "Every message in this room is removed for everyone, for good.",
-    clear: "Clear",
-    messageActions: "Actions for the message from {name}",
-    messageFrom: "Message from {name}",
-    deleteMessage: "Delete message",
-    personActions: "Moderate {name}",
-    reason: "Reason (optional, shown to them)",
-    kick: "Kick",
-    ban: "Ban",
-    muteFor: "Mute for",
-    mute: "Mute",
-    cancel: "Cancel",
-    minutes5: "5 minutes",
-    hour1: "1 hour",
-    day1: "1 day",
-    week1: "1 week",
-    notice: "Notice",
-    lockedNote: "This room is locked: only hosts can write in it.",
-    lockedNoteHost: "This room is locked: only hosts can write in it. You are a host.",
-    mutedUntil: "A host muted you until {when}.",
-    kickedWhy: "A host removed you from this room.",
-    kickedWhyReason: "A host removed you from this room: {reason}",
-    bannedWhy: "A host banned you from this chat.",
-    bannedWhyReason: "A host banned you from this chat: {reason}",
-    shutOutOther: "The server closed this chat for you: {reason}",
-    comeBack: "Come back",
-    statusKicked: "removed",
-    statusBanned: "banned",
-  };
-  const given = window.smolchat.strings || {};
-  const S = Object.fromEntries(Object.entries(EN).map(([key, words]) => [key, given[key] || words]));
-  const fill = (words, values) => words.replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
+  const t = window.smolchat.t; // the page's words, in its language (text.js)
 
   /** Moderation codes of `error` frames, shown by the composer (others stay chat.js's). */
   const OWN_ERRORS = new Set(["muted", "locked", "forbidden", "too_late", "not_found", "bad_action", "not_saved"]);
@@ -98,9 +49,9 @@ window.smolchat = window.smolchat || {};
   const banner = el("section", { id: "mod-banner", className: "banner", hidden: true, "aria-labelledby": "mod-banner-label" });
   const bannerText = el("span", { id: "mod-banner-text", dir: "auto", "aria-live": "polite" });
   const bannerTime = el("time");
-  const takeDown = el("button", { type: "button", className: "quiet", textContent: S.takeDown, hidden: true });
+  const takeDown = el("button", { type: "button", className: "quiet", textContent: t("takeDown"), hidden: true });
   banner.append(el("p", {},
-    el("strong", { id: "mod-banner-label", textContent: S.announcement + ": " }), bannerText, " ", bannerTime), takeDown);
+    el("strong", { id: "mod-banner-label", textContent: t("bannerLabel") + " " }), bannerText, " ", bannerTime), takeDown);
   const notes = el("div", { id: "mod-notes" });
   const lockNote = el("p", { id: "mod-lock-note", className: "note", role: "status", hidden: true });
   const errorNote = el("p", { id: "mod-error", className: "note bad", role: "alert", hidden: true });
@@ -123,16 +74,16 @@ window.smolchat = window.smolchat || {};
   const announceText = el("textarea", { id: "mod-announce-text", rows: 2, maxLength: 1000 });
   const bansList = el("ul", { id: "mod-bans", className: "bans" });
   const panel = el("section", { id: "mod-host", hidden: true, "aria-labelledby": "mod-host-heading" },
-    el("h2", { id: "mod-host-heading", textContent: S.hostHeading }),
-    el("p", { className: "toggle" }, lockSwitch, el("label", { for: "mod-lock", textContent: S.lockRoom })),
+    el("h2", { id: "mod-host-heading", textContent: t("hostHeading") }),
+    el("p", { className: "toggle" }, lockSwitch, el("label", { for: "mod-lock", textContent: t("lockRoom") })),
     el("form", { id: "mod-announce", className: "stack" },
-      el("label", { for: "mod-announce-text", textContent: S.announceLabel }), announceText,
+      el("label", { for: "mod-announce-text", textContent: t("announceLabel") }), announceText,
       el("span", { className: "row" },
-        el("button", { type: "submit", textContent: S.announce }),
-        el("button", { type: "button", id: "mod-take-down", className: "quiet", textContent: S.takeDown }))),
+        el("button", { type: "submit", textContent: t("announce") }),
+        el("button", { type: "button", id: "mod-take-down", className: "quiet", textContent: t("takeDown") }))),
     el("p", { className: "row" },
-      el("button", { type: "button", id: "mod-show-bans", className: "quiet", textContent: S.showBans, "aria-controls": "mod-bans" }),
-      el("button", { type: "button", id: "mod-clear", className: "quiet", textContent: S.clearRoom })),
+      el("button", { type: "button", id: "mod-show-bans", className: "quiet", textContent: t("showBans"), "aria-controls": "mod-bans" }),
+      el("button", { type: "button", id: "mod-clear", className: "quiet", textContent: t("clearRoom") })),
     bansList);
   const side = $("side");
   side.insertBefore(panel, side.children[2] || null); // after "You" and "Here now"
@@ -151,25 +102,25 @@ window.smolchat = window.smolchat || {};
   $("mod-take-down").addEventListener("click", takeItDown);
   takeDown.addEventListener("click", takeItDown);
   $("mod-show-bans").addEventListener("click", () => send({ action: "bans" }));
-  $("mod-clear").addEventListener("click", () => openDialog(S.clearTitle, [el("p", { textContent: S.clearWhat })],
-    [[S.clear, "danger", () => send({ action: "clear" })]]));
+  $("mod-clear").addEventListener("click", () => openDialog(t("clearTitle"), [el("p", { textContent: t("clearWhat") })],
+    [[t("clear"), "danger", () => send({ action: "clear" })]]));
 
   function showBans(bans) {
     if (!bans.length) {
-      bansList.replaceChildren(el("li", { className: "hint", textContent: S.noBans }));
+      bansList.replaceChildren(el("li", { className: "hint", textContent: t("noBans") }));
       return;
     }
     bansList.replaceChildren(...bans.map((b) => {
-      const what = [b.kind === "ban" ? S.banned : S.muted];
-      if (b.reason) what.push(`“${b.reason}”`);
-      if (b.by) what.push(fill(S.by, { name: b.by }));
+      const what = [b.kind === "ban" ? t("banned") : t("muted")];
+      if (b.reason) what.push(t("quotedReason", { reason: b.reason }));
+      if (b.by) what.push(t("by", { name: b.by }));
       const line = el("span", { className: "ban-what" }, el("strong", { textContent: b.name }), " · " + what.join(" · "));
       if (b.until) {
-        const [before, after] = S.until.split("{when}");
+        const [before, after] = t("until").split("{when}");
         line.append(" · " + before, timeNode(b.until), after || "");
       }
       const lift = el("button", { type: "button", className: "quiet",
-        textContent: b.kind === "ban" ? S.unban : S.unmute, "aria-label": `${b.kind === "ban" ? S.unban : S.unmute} ${b.name}` });
+        textContent: b.kind === "ban" ? t("unban") : t("unmute"), "aria-label": t(b.kind === "ban" ? "unbanName" : "unmuteName", { name: b.name }) });
       lift.addEventListener("click", () => {
         send({ action: b.kind === "ban" ? "unban" : "unmute", name: b.name });
         send({ action: "bans" }); // answered after the lift: the list comes back without it
@@ -185,7 +136,7 @@ window.smolchat = window.smolchat || {};
       button.addEventListener("click", () => { act(); dialog.close(); });
       return button;
     });
-    const cancel = el("button", { type: "button", className: "quiet", textContent: S.cancel });
+    const cancel = el("button", { type: "button", className: "quiet", textContent: t("cancel") });
     cancel.addEventListener("click", () => dialog.close());
     dialog.replaceChildren(el("h2", { id: "mod-dialog-title", textContent: title }), ...content,
       el("p", { className: "row" }, ...buttons, cancel));
@@ -194,28 +145,28 @@ window.smolchat = window.smolchat || {};
 
   function messageMenu(m) {
     const preview = m.type === "file" ? (m.file && m.file.name) || "" : m.text || "";
-    openDialog(fill(S.messageFrom, { name: m.name }),
+    openDialog(t("messageFrom", { name: m.name }),
       [el("blockquote", { className: "preview", dir: "auto", textContent: preview.length > 200 ? preview.slice(0, 200) + "…" : preview })],
-      [[S.deleteMessage, "danger", () => send({ action: "delete", id: m.id })]]);
+      [[t("deleteMessage"), "danger", () => send({ action: "delete", id: m.id })]]);
   }
 
   function personMenu(name) {
     const reason = el("input", { id: "mod-reason", maxLength: 200, autocomplete: "off" });
     const minutes = el("select", { id: "mod-minutes" },
-      ...MUTES.map(([key, n]) => el("option", { value: String(n), textContent: S[key] })));
+      ...MUTES.map(([key, n]) => el("option", { value: String(n), textContent: t(key) })));
     const act = (label, kind, frame) => {
       const button = el("button", { type: "button", className: kind, textContent: label });
       button.addEventListener("click", () => { send(frame()); dialog.close(); });
       return button;
     };
-    openDialog(fill(S.personActions, { name }), [
-      el("p", { className: "stack" }, el("label", { for: "mod-reason", textContent: S.reason }), reason),
+    openDialog(t("personActions", { name }), [
+      el("p", { className: "stack" }, el("label", { for: "mod-reason", textContent: t("reason") }), reason),
       el("p", { className: "row" },
-        act(S.kick, "", () => ({ action: "kick", name, reason: reason.value.trim() })),
-        act(S.ban, "danger", () => ({ action: "ban", name, reason: reason.value.trim() }))),
-      el("p", { className: "row" }, el("label", { for: "mod-minutes", textContent: S.muteFor }), minutes,
-        act(S.mute, "", () => ({ action: "mute", name, minutes: Number(minutes.value) })),
-        act(S.unmute, "quiet", () => ({ action: "unmute", name }))),
+        act(t("kick"), "", () => ({ action: "kick", name, reason: reason.value.trim() })),
+        act(t("ban"), "danger", () => ({ action: "ban", name, reason: reason.value.trim() }))),
+      el("p", { className: "row" }, el("label", { for: "mod-minutes", textContent: t("muteFor") }), minutes,
+        act(t("mute"), "", () => ({ action: "mute", name, minutes: Number(minutes.value) })),
+        act(t("unmute"), "quiet", () => ({ action: "unmute", name }))),
     ], []);
   }
 
@@ -228,7 +179,7 @@ window.smolchat = window.smolchat || {};
     const ownLeft = own && deleteWindow > 0 ? deleteWindow - Math.max(0, age) : 0;
     if (!host && !(ownLeft > 0)) return;
     const button = el("button", { type: "button", className: "menu", textContent: "⋯",
-      "aria-label": fill(S.messageActions, { name: m.name }), "aria-haspopup": "dialog" });
+      "aria-label": t("messageActions", { name: m.name }), "aria-haspopup": "dialog" });
     button.addEventListener("click", () => messageMenu(m));
     li.append(button);
     // An author's own button goes when the server would no longer allow it.
@@ -239,7 +190,7 @@ window.smolchat = window.smolchat || {};
   function person(li, name) {
     if (!host || name === (me ?? (api && api.myName))) return;
     const button = el("button", { type: "button", className: "menu", textContent: "⋯",
-      "aria-label": fill(S.personActions, { name }), "aria-haspopup": "dialog" });
+      "aria-label": t("personActions", { name }), "aria-haspopup": "dialog" });
     button.addEventListener("click", () => personMenu(name));
     li.append(button);
   }
@@ -250,7 +201,7 @@ window.smolchat = window.smolchat || {};
   function showLock() {
     lockSwitch.checked = locked;
     lockNote.hidden = !locked;
-    lockNote.textContent = host ? S.lockedNoteHost : S.lockedNote;
+    lockNote.textContent = host ? t("lockedNoteHost") : t("lockedNote");
     if (api) api.refresh();
   }
 
@@ -260,7 +211,7 @@ window.smolchat = window.smolchat || {};
     errorNote.hidden = false;
     const until = code === "muted" && words.match(/\d{4}-\d\d-\d\dT[\d:.]+Z/);
     if (until) {
-      const [before, after] = S.mutedUntil.split("{when}");
+      const [before, after] = t("mutedUntil").split("{when}");
       errorNote.replaceChildren(before, timeNode(until[0]), after);
       // Past its end the note is stale; a host may lift it sooner (the next send says).
       muteTimer = setTimeout(hideError, Math.max(0, Date.parse(until[0]) - Date.now()));
@@ -287,7 +238,7 @@ window.smolchat = window.smolchat || {};
     const main = list.parentElement;
     const atBottom = main.scrollHeight - main.scrollTop - main.clientHeight < 40;
     list.append(el("li", { className: "notice" },
-      el("span", { className: "sr-only", textContent: S.notice + ": " }),
+      el("span", { className: "sr-only", textContent: t("noticeLabel") + " " }),
       el("span", { className: "notice-text", dir: "auto", textContent: m.text }), " ", timeNode(m.when)));
     if (atBottom) main.scrollTop = main.scrollHeight;
   }
@@ -361,13 +312,13 @@ window.smolchat = window.smolchat || {};
     const kind = colon < 0 ? reason || "" : reason.slice(0, colon);
     const why = colon < 0 ? "" : reason.slice(colon + 1).trim();
     let words;
-    if (kind.startsWith("kicked")) words = why ? fill(S.kickedWhyReason, { reason: why }) : S.kickedWhy;
-    else if (kind.startsWith("banned")) words = why ? fill(S.bannedWhyReason, { reason: why }) : S.bannedWhy;
-    else words = fill(S.shutOutOther, { reason });
+    if (kind.startsWith("kicked")) words = why ? t("kickedWhyReason", { reason: why }) : t("kickedWhy");
+    else if (kind.startsWith("banned")) words = why ? t("bannedWhyReason", { reason: why }) : t("bannedWhy");
+    else words = t("shutOutOther", { reason });
     shutNote.replaceChildren(el("p", { textContent: words }));
     shutNote.dataset.kind = kind.startsWith("banned") ? "banned" : "kicked";
     if (!kind.startsWith("banned")) {
-      const back = el("button", { type: "button", textContent: S.comeBack });
+      const back = el("button", { type: "button", textContent: t("comeBack") });
       back.addEventListener("click", () => location.reload());
       shutNote.append(back);
     }
@@ -375,7 +326,7 @@ window.smolchat = window.smolchat || {};
     panel.hidden = true;
     document.querySelectorAll("#messages .menu, #people .menu").forEach((b) => b.remove());
     if (api) api.refresh();
-    return kind.startsWith("banned") ? S.statusBanned : S.statusKicked;
+    return kind.startsWith("banned") ? t("statusBanned") : t("statusKicked");
   }
 
   window.smolchat.moderation = {

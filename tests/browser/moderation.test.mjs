@@ -340,3 +340,34 @@ test("an author's delete goes when --delete-window ends, and never shows with a 
   await cy.context.close();
   await stopServer(never);
 });
+
+test("in French the host's panel, the lock and a kick speak French", async () => {
+  const server = await start();
+  const options = { locale: "fr-FR" };
+  const ann = await signedIn(server, "Ann", { host: true, options });
+  const bob = await signedIn(server, "Bob", { options });
+  assert.equal(await ann.page.textContent("#mod-host-heading"), "Hôte");
+  assert.equal(await ann.page.textContent("label[for=mod-lock]"), "Verrouiller le salon (seuls les hôtes écrivent)");
+  await ann.page.click("#mod-show-bans");
+  await ann.page.waitForFunction(() => document.querySelector("#mod-bans").textContent === "Personne n’est banni ni muet.");
+
+  await ann.page.check("#mod-lock");
+  await bob.page.waitForSelector("#text:disabled");
+  assert.equal(await bob.page.textContent("#mod-lock-note"), "Ce salon est verrouillé : seuls les hôtes peuvent y écrire.");
+  await ann.page.waitForSelector("#mod-lock-note:not([hidden])");
+  assert.equal(await ann.page.textContent("#mod-lock-note"),
+    "Ce salon est verrouillé : seuls les hôtes peuvent y écrire. Vous êtes hôte.");
+
+  await ann.page.waitForFunction(() => document.querySelectorAll("#people li").length === 2);
+  await personMenu(ann.page, "Bob");
+  assert.equal(await ann.page.textContent("#mod-dialog-title"), "Modérer Bob");
+  await ann.page.fill("#mod-reason", "spam");
+  await dialogButton(ann.page, "Expulser").click();
+  await bob.page.waitForSelector("#mod-shut:not([hidden])");
+  assert.equal(await bob.page.textContent("#mod-shut p"), "Un hôte vous a fait quitter ce salon : spam");
+  assert.equal(await bob.page.textContent("#status"), "hors du salon");
+  assert.equal(await bob.page.locator("#mod-shut button").textContent(), "Revenir");
+  await ann.context.close();
+  await bob.context.close();
+  await stopServer(server);
+});
