@@ -13,6 +13,11 @@ window.smolchat = window.smolchat || {};
 
   /** Moderation codes of `error` frames, shown by the composer (others stay chat.js's). */
   const OWN_ERRORS = new Set(["muted", "locked", "forbidden", "too_late", "not_found", "bad_action", "not_saved"]);
+  /** The page's own words for the server's refusals (the server's text is English). */
+  const ERROR_WORDS = {
+    locked: "errLocked", forbidden: "errForbidden", too_late: "errTooLate",
+    not_found: "errNotFound", bad_action: "errBadAction", not_saved: "errNotSaved",
+  };
   const MUTES = [["minutes5", 5], ["hour1", 60], ["day1", 24 * 60], ["week1", 7 * 24 * 60]];
 
   let api = null;              // from chat.js: send(frame) and refresh() of the composer
@@ -216,7 +221,7 @@ window.smolchat = window.smolchat || {};
       // Past its end the note is stale; a host may lift it sooner (the next send says).
       muteTimer = setTimeout(hideError, Math.max(0, Date.parse(until[0]) - Date.now()));
     } else {
-      errorNote.replaceChildren(words);
+      errorNote.replaceChildren(ERROR_WORDS[code] ? t(ERROR_WORDS[code]) : words);
     }
   }
   function hideError() {
