@@ -10,6 +10,7 @@
 //! tomorrow must not read Bob's conversations. The table here only remembers, for the side
 //! panel, the names the two had when they met.
 
+use crate::session::{hex, unhex};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
@@ -33,14 +34,14 @@ pub fn room_for(a: u64, b: u64) -> String {
 pub fn parties(room: &str) -> Option<(u64, u64)> {
     let rest = room.strip_prefix(PREFIX)?;
     let (a, b) = rest.split_once('.')?;
-    let hex = |s: &str| {
+    let person = |s: &str| {
         (s.len() == 16
             && s.bytes()
                 .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
         .then(|| u64::from_str_radix(s, 16).ok())
         .flatten()
     };
-    let (a, b) = (hex(a)?, hex(b)?);
+    let (a, b) = (person(a)?, person(b)?);
     // Only the one spelling: the smaller first (a person talking to themself is refused).
     (a < b).then_some((a, b))
 }
@@ -211,20 +212,6 @@ fn append(file: &Path, room: &str, pair: &[(u64, String); 2]) -> io::Result<()> 
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", file.display())))?;
     f.write_all(line.as_bytes())?;
     f.sync_data()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -143,11 +143,13 @@ pub fn new_secret() -> Vec<u8> {
     secret
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex (also how `dm` keeps names in its file).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of lowercase or uppercase hex, if it is that.
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
