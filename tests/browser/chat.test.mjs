@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { STEP, launch, startServer, stopServer } from "./harness.mjs";
+import { STEP, launch, startServer, stopServer, send, waitForText } from "./harness.mjs";
 
 const browser = await launch();
 
@@ -25,20 +25,9 @@ async function signedIn(server, name, path = "/") {
   return { context, page, dialogs };
 }
 
-async function send(page, text) {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
-
 /** The texts of the messages on the page, in order. */
 const texts = (page) => page.$$eval("#messages .msg .text", (els) => els.map((e) => e.textContent));
 const names = (page) => page.$$eval("#messages .msg .name", (els) => els.map((e) => e.textContent));
-
-async function waitForText(page, text) {
-  await page.waitForFunction(
-    (t) => [...document.querySelectorAll("#messages .msg .text")].some((e) => e.textContent === t),
-    text, { timeout: STEP });
-}
 
 test("two browser sessions chat with each other", async () => {
   const server = await startServer(["--addr", "127.0.0.1:0", "--data-dir", "none"]);

@@ -3,37 +3,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { STEP, launch, startServer } from "./harness.mjs";
+import { STEP, launch, startServer, send, waitForText, signedIn as signIn } from "./harness.mjs";
 
 const browser = await launch();
 
-/** A browser session signed in as `name` on `path`; counts the tones the page starts. */
-async function signedIn(server, name, path = "/", options = {}) {
-  const context = await browser.newContext({ hasTouch: true, viewport: { width: 1000, height: 800 }, ...options });
-  await context.addInitScript(() => {
-    window.__tones = 0;
-    const start = OscillatorNode.prototype.start;
-    OscillatorNode.prototype.start = function (...args) { window.__tones += 1; return start.apply(this, args); };
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(STEP);
-  await page.goto(server.origin + path);
-  await page.fill("#name", name);
-  await page.tap("button[type=submit]");
-  await page.waitForSelector("#status.online");
-  return { context, page };
-}
-
-async function send(page, text) {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
-
-async function waitForText(page, text) {
-  await page.waitForFunction(
-    (t) => [...document.querySelectorAll("#messages .msg .text")].some((e) => e.textContent === t),
-    text, { timeout: STEP });
-}
+/** A touch browser session signed in as `name` on `path`. */
+const signedIn = (server, name, path = "/", options = {}) =>
+  signIn(server, name, path, { hasTouch: true, viewport: { width: 1000, height: 800 }, ...options });
 
 /** The badges beside `label` in the list `list`: { unread, mentions } as shown ("" if none). */
 function badges(page, list, label) {

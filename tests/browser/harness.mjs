@@ -58,3 +58,35 @@ export async function stopServer(server) {
   server.child.kill("SIGTERM");
   assert.equal(await server.exited, 0);
 }
+
+/** Types `text` into the page's message box and sends it. */
+export async function send(page, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+/** Waits until a message with exactly `text` is shown. */
+export async function waitForText(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll("#messages .msg .text")].some((e) => e.textContent === t),
+    text, { timeout: STEP });
+}
+
+/** A browser session (`context` options: viewport, locale...) signed in as `name` on `path`
+ * (at `context.origin`, if given, instead of the server's); counts the tones the page starts. */
+export async function signedIn(server, name, path = "/", context = {}) {
+  const { origin, ...options } = context;
+  const session = await browser.newContext(options);
+  await session.addInitScript(() => {
+    window.__tones = 0;
+    const start = OscillatorNode.prototype.start;
+    OscillatorNode.prototype.start = function (...args) { window.__tones += 1; return start.apply(this, args); };
+  });
+  const page = await session.newPage();
+  page.setDefaultTimeout(STEP);
+  await page.goto((origin || server.origin) + path);
+  await page.fill("#name", name);
+  await page.tap("button[type=submit]");
+  await page.waitForSelector("#status.online");
+  return { context: session, page };
+}

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { devices } from "playwright-core";
-import { STEP, launch, startServer, stopServer } from "./harness.mjs";
+import { STEP, launch, startServer, stopServer, send } from "./harness.mjs";
 
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const phone = { ...devices["Pixel 5"] };
@@ -46,11 +46,6 @@ async function axe(page) {
   const result = await page.evaluate(() => window.axe.run(document));
   return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
     .map((v) => `${v.id}: ${v.nodes.map((n) => n.target).join(" ")}`);
-}
-
-async function send(page, text) {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
 }
 
 const texts = (page) => page.$$eval("#messages .msg .text", (els) => els.map((e) => e.textContent));

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { STEP, launch, startServer } from "./harness.mjs";
+import { STEP, launch, startServer, send, waitForText, signedIn } from "./harness.mjs";
 import { devices } from "playwright-core";
 
 const phone = { ...devices["Pixel 5"] };
@@ -17,33 +17,9 @@ const browser = await launch([
   "--host-resolver-rules=MAP chat.test 127.0.0.1",
 ]);
 
-/** A phone session signed in as `name`; counts the tones the page starts. */
-async function phoneSignedIn(server, name, path = "/", options = {}) {
-  const context = await browser.newContext({ ...phone, ...options });
-  await context.addInitScript(() => {
-    window.__tones = 0;
-    const start = OscillatorNode.prototype.start;
-    OscillatorNode.prototype.start = function (...args) { window.__tones += 1; return start.apply(this, args); };
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(STEP);
-  await page.goto((options.origin || server.origin) + path);
-  await page.fill("#name", name);
-  await page.tap("button[type=submit]");
-  await page.waitForSelector("#status.online");
-  return { context, page };
-}
-
-async function send(page, text) {
-  await page.fill("#text", text);
-  await page.press("#text", "Enter");
-}
-
-async function waitForText(page, text) {
-  await page.waitForFunction(
-    (t) => [...document.querySelectorAll("#messages .msg .text")].some((e) => e.textContent === t),
-    text, { timeout: STEP });
-}
+/** A phone session signed in as `name` on `path`. */
+const phoneSignedIn = (server, name, path = "/", options = {}) =>
+  signedIn(server, name, path, { ...phone, ...options });
 
 test("URLs become links to a new tab; javascript: and markup stay text", async () => {
   const server = await startServer(["--addr", "127.0.0.1:0", "--data-dir", "none"]);
