@@ -18,6 +18,12 @@ window.smolchat = window.smolchat || {};
     locked: "errLocked", forbidden: "errForbidden", too_late: "errTooLate",
     not_found: "errNotFound", bad_action: "errBadAction", not_saved: "errNotSaved",
   };
+  /** Words for the events of host-action notices. */
+  const NOTICE_WORDS = {
+    removed: "noticeRemoved", kicked: "noticeKicked", muted: "noticeMuted", unmuted: "noticeUnmuted",
+    banned: "noticeBanned", unbanned: "noticeUnbanned", locked: "noticeLocked", unlocked: "noticeUnlocked",
+    taken_down: "noticeTakenDown", cleared: "noticeCleared",
+  };
   const MUTES = [["minutes5", 5], ["hour1", 60], ["day1", 24 * 60], ["week1", 7 * 24 * 60]];
 
   let api = null;              // from chat.js: send(frame) and refresh() of the composer
@@ -238,13 +244,21 @@ window.smolchat = window.smolchat || {};
     takeDown.hidden = !host;
   }
 
+  /** A host-action line in the page's language, by its event; the server's English otherwise. */
+  function noticeWords(m) {
+    const key = NOTICE_WORDS[m.event];
+    if (!key) return m.text;
+    const withWhy = m.detail && (m.event === "kicked" || m.event === "banned");
+    return t(withWhy ? key + "Why" : key, { name: m.name || "", detail: m.detail || "" });
+  }
+
   function showNotice(m) {
     const list = $("messages");
     const main = list.parentElement;
     const atBottom = main.scrollHeight - main.scrollTop - main.clientHeight < 40;
     list.append(el("li", { className: "notice" },
       el("span", { className: "sr-only", textContent: t("noticeLabel") + " " }),
-      el("span", { className: "notice-text", dir: "auto", textContent: m.text }), " ", timeNode(m.when)));
+      el("span", { className: "notice-text", dir: "auto", textContent: noticeWords(m) }), " ", timeNode(m.when)));
     if (atBottom) main.scrollTop = main.scrollHeight;
   }
 

@@ -193,12 +193,18 @@ fn a_kicked_person_is_closed_with_4403_and_the_reason_and_may_come_back() {
         while notice.is_none() || leave.is_none() {
             let frame = next_json(&mut boss).await;
             match frame["type"].as_str() {
-                Some("notice") => notice = Some(frame["text"].clone()),
+                Some("notice") => notice = Some(frame),
                 Some("leave") => leave = Some(frame["name"].clone()),
                 _ => {}
             }
         }
-        assert_eq!(notice.unwrap(), "A host removed Bob from the room: be nice");
+        let notice = notice.unwrap();
+        assert_eq!(notice["text"], "A host removed Bob from the room: be nice");
+        // The same line for pages in other languages: what happened, to whom, why.
+        assert_eq!(
+            (&notice["event"], &notice["name"], &notice["detail"]),
+            (&"kicked".into(), &"Bob".into(), &"be nice".into())
+        );
         assert_eq!(leave.unwrap(), "Bob");
         say(&mut bob_elsewhere, "still here").await;
         assert_eq!(next_message(&mut bob_elsewhere).await["text"], "still here");

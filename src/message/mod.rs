@@ -153,6 +153,17 @@ pub enum Outbound<'a> {
         /// not a one-off line; left out of the frame when false.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         standing: bool,
+        /// For a line about a host action, which one (`removed`, `kicked`, `muted`, `unmuted`,
+        /// `banned`, `unbanned`, `locked`, `unlocked`, `taken_down`, `cleared`), so a page can
+        /// say it in its own language; `text` says it in English. Absent for announcements.
+        #[serde(skip_serializing_if = "str::is_empty")]
+        event: &'a str,
+        /// Whom the action was about, if anyone.
+        #[serde(skip_serializing_if = "str::is_empty")]
+        name: &'a str,
+        /// The host's reason (kick, ban) or how long (mute, e.g. `10 min`), if any.
+        #[serde(skip_serializing_if = "str::is_empty")]
+        detail: &'a str,
     },
     /// The room's state changed (and, in the `welcome`, what it is).
     Room {
@@ -407,9 +418,12 @@ mod tests {
                     text: "Bob was muted for 10 min",
                     when: "t",
                     standing: false,
+                    event: "muted",
+                    name: "Bob",
+                    detail: "10 min",
                 }
                 .encode(),
-                r#"{"type":"notice","room":"r","text":"Bob was muted for 10 min","when":"t"}"#,
+                r#"{"type":"notice","room":"r","text":"Bob was muted for 10 min","when":"t","event":"muted","name":"Bob","detail":"10 min"}"#,
             ),
             (
                 Outbound::Notice {
@@ -417,6 +431,9 @@ mod tests {
                     text: "Lunch at one",
                     when: "t",
                     standing: true,
+                    event: "",
+                    name: "",
+                    detail: "",
                 }
                 .encode(),
                 r#"{"type":"notice","room":"r","text":"Lunch at one","when":"t","standing":true}"#,

@@ -215,6 +215,9 @@ impl Room {
                 text: &a.text,
                 when: &a.when,
                 standing: true,
+                event: "",
+                name: "",
+                detail: "",
             }
             .encode_metered(&shared.meter)
         });

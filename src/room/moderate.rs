@@ -68,14 +68,18 @@ impl Room {
         }
     }
 
-    /// Tells everyone a line about what a host did.
-    fn notice(&mut self, text: &str) {
+    /// Tells everyone a line about what a host did: `text` in English, and the `event` with
+    /// whom it was about (`name`) and its `detail`, for pages in other languages.
+    fn notice(&mut self, text: &str, event: &str, name: &str, detail: &str) {
         let when = timestamp(SystemTime::now());
         let frame = Outbound::Notice {
             room: &self.name,
             text,
             when: &when,
             standing: false,
+            event,
+            name,
+            detail,
         }
         .encode_metered(&self.shared.meter);
         self.broadcast(frame, Delivery::Every);
@@ -173,7 +177,7 @@ impl Room {
         }
         self.broadcast(tombstone, Delivery::Every);
         if host && !own {
-            self.notice("A host removed a message.");
+            self.notice("A host removed a message.", "removed", "", "");
         }
     }
 
@@ -269,7 +273,7 @@ impl Room {
             "" => format!("A host removed {name} from the room."),
             why => format!("A host removed {name} from the room: {why}"),
         };
-        self.notice(&line);
+        self.notice(&line, "kicked", name, reason);
         Some(format!(
             "{name} ({} connections) by {actor}: {reason}",
             seats.len()
@@ -331,7 +335,12 @@ impl Room {
         } else {
             format!("{} min", seconds.div_ceil(60))
         };
-        self.notice(&format!("{name} was muted for {span}."));
+        self.notice(
+            &format!("{name} was muted for {span}."),
+            "muted",
+            name,
+            &span,
+        );
         Some(format!("{name} for {span} by {actor}"))
     }
 
@@ -351,7 +360,7 @@ impl Room {
             "" => format!("A host banned {name}."),
             why => format!("A host banned {name}: {why}"),
         };
-        self.notice(&line);
+        self.notice(&line, "banned", name, reason.trim());
         Some(format!(
             "{name} by {actor} ({} sessions, {} addresses)",
             banished.persons.len(),
@@ -407,11 +416,11 @@ impl Room {
             return None;
         }
         self.shared.moderation.save().await;
-        let line = match kind {
-            Kind::Ban => format!("A host lifted the ban on {name}."),
-            Kind::Mute => format!("{name} may write again."),
+        let (line, event) = match kind {
+            Kind::Ban => (format!("A host lifted the ban on {name}."), "unbanned"),
+            Kind::Mute => (format!("{name} may write again."), "unmuted"),
         };
-        self.notice(&line);
+        self.notice(&line, event, name, "");
         Some(format!("{name} by {actor}"))
     }
 
@@ -441,11 +450,15 @@ impl Room {
         }
         .encode_metered(&self.shared.meter);
         self.broadcast(frame, Delivery::Every);
-        self.notice(if locked {
-            "A host locked the room: only hosts can write."
+        let (line, event) = if locked {
+            ("A host locked the room: only hosts can write.", "locked")
         } else {
-            "A host unlocked the room: everyone can write again."
-        });
+            (
+                "A host unlocked the room: everyone can write again.",
+                "unlocked",
+            )
+        };
+        self.notice(line, event, "", "");
         Some(format!("by {actor}"))
     }
 
@@ -465,6 +478,9 @@ impl Room {
                 text: &a.text,
                 when: &a.when,
                 standing: true,
+                event: "",
+                name: "",
+                detail: "",
             }
             .encode_metered(&self.shared.meter)
         });
@@ -479,10 +495,13 @@ impl Room {
                     text: "",
                     when: &when,
                     standing: true,
+                    event: "",
+                    name: "",
+                    detail: "",
                 }
                 .encode_metered(&self.shared.meter);
                 self.broadcast(down, Delivery::Every);
-                self.notice("A host took the announcement down.");
+                self.notice("A host took the announcement down.", "taken_down", "", "");
             }
         }
         Some(format!("by {actor}: {text}"))
@@ -503,7 +522,7 @@ impl Room {
             self.forget_file(&entry.frame);
         }
         self.broadcast(tombstone, Delivery::Every);
-        self.notice("A host cleared the room's history.");
+        self.notice("A host cleared the room's history.", "cleared", "", "");
         Some(format!(
             "{} messages up to {last} by {actor}",
             removed.len()

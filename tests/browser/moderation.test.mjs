@@ -362,6 +362,9 @@ test("in French the host's panel, the lock and a kick speak French", async () =>
   assert.equal(await bob.page.textContent("#mod-shut p"), "Un hôte vous a fait quitter ce salon : spam");
   assert.equal(await bob.page.textContent("#status"), "hors du salon");
   assert.equal(await bob.page.locator("#mod-shut button").textContent(), "Revenir");
+  // The host's line about it is in French too (the server's words are English).
+  await ann.page.waitForFunction(() => [...document.querySelectorAll("#messages li.notice .notice-text")]
+    .some((e) => e.textContent === "Un hôte a fait quitter le salon à Bob : spam"));
   await ann.context.close();
   await bob.context.close();
   await stopServer(server);
