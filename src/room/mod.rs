@@ -209,18 +209,8 @@ impl Room {
     fn new(name: String, shared: Arc<Shared>, people: Arc<AtomicUsize>) -> Self {
         let history = Room::recall(&name, &shared);
         let locked = shared.moderation.locked(&name);
-        let announcement = shared.moderation.announcement(&name).map(|a| {
-            Outbound::Notice {
-                room: &name,
-                text: &a.text,
-                when: &a.when,
-                standing: true,
-                event: "",
-                name: "",
-                detail: "",
-            }
-            .encode_metered(&shared.meter)
-        });
+        let announcement = (shared.moderation.announcement(&name))
+            .map(|a| moderate::standing_frame(&name, &a, &shared.meter));
         Room {
             name,
             locked,

@@ -10,7 +10,7 @@
 
 use super::{ClientId, Delivery, Event, Room, Seat};
 use crate::message::{timestamp, Action, Encoded, Outbound};
-use crate::meter::SLOT_BYTES;
+use crate::meter::{Meter, SLOT_BYTES};
 use crate::moderation::{unix_now, Announcement, Kind, Sanction};
 use crate::queue::{Dismissal, Pushed};
 use std::net::IpAddr;
@@ -27,6 +27,24 @@ pub(crate) struct Banished {
     addresses: Vec<IpAddr>,
     /// The close reason.
     reason: Arc<str>,
+}
+
+/// The `notice` frame of `room`'s standing announcement (empty text: taken down).
+pub(super) fn standing_frame(
+    room: &str,
+    announcement: &Announcement,
+    meter: &Arc<Meter>,
+) -> Encoded {
+    Outbound::Notice {
+        room,
+        text: &announcement.text,
+        when: &announcement.when,
+        standing: true,
+        event: "",
+        name: "",
+        detail: "",
+    }
+    .encode_metered(meter)
 }
 
 /// Why a member may not write: the error code and the words for them.
@@ -472,34 +490,19 @@ impl Room {
             text: text.to_owned(),
             when: timestamp(SystemTime::now()),
         });
-        self.announcement = standing.as_ref().map(|a| {
-            Outbound::Notice {
-                room: &self.name,
-                text: &a.text,
-                when: &a.when,
-                standing: true,
-                event: "",
-                name: "",
-                detail: "",
-            }
-            .encode_metered(&self.shared.meter)
-        });
+        self.announcement = standing
+            .as_ref()
+            .map(|a| standing_frame(&self.name, a, &self.shared.meter));
         self.shared.moderation.announce(&self.name, standing);
         self.shared.moderation.save().await;
         match self.announcement.clone() {
             Some(frame) => self.broadcast(frame, Delivery::Every),
             None => {
-                let when = timestamp(SystemTime::now());
-                let down = Outbound::Notice {
-                    room: &self.name,
-                    text: "",
-                    when: &when,
-                    standing: true,
-                    event: "",
-                    name: "",
-                    detail: "",
-                }
-                .encode_metered(&self.shared.meter);
+                let down = Announcement {
+                    text: String::new(),
+                    when: timestamp(SystemTime::now()),
+                };
+                let down = standing_frame(&self.name, &down, &self.shared.meter);
                 self.broadcast(down, Delivery::Every);
                 self.notice("A host took the announcement down.", "taken_down", "", "");
             }
