@@ -316,19 +316,8 @@ fn sharing_off_answers_404() {
 
 #[test]
 fn kill_9_mid_upload_leaves_no_partial_file_and_no_orphan() {
-    use std::process::Stdio;
     let dir = temp_dir("files-kill9");
-    let spawn = || {
-        let mut child = smolchat_on_loopback()
-            .args(["--files-quota", "10MiB", "--data-dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (addr, log) = read_log(&mut child);
-        (child, addr, log)
-    };
+    let spawn = || spawn_on_disk(&["--files-quota", "10MiB"], &dir);
     let (mut child, addr, _log) = spawn();
     let kept = smol::block_on(async {
         let (cookie, _ann) = seated(addr, "ann", "lobby").await;

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Stdio;
 
 fn on_disk(dir: &Path) -> smolchat::Config {
     smolchat::Config {
@@ -162,14 +161,7 @@ fn kill_9_at_any_moment_leaves_a_readable_prefix() {
     // The newest id known to be on disk (flushed), and the newest id ever handed out.
     let (mut durable, mut handed_out) = (0, 0);
     for round in 0..3 {
-        let mut child = smolchat_on_loopback()
-            .args(["--log-level", "debug", "--data-dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (addr, log) = read_log(&mut child);
+        let (mut child, addr, log) = spawn_on_disk(&["--log-level", "debug"], &dir);
         smol::block_on(async {
             let (welcome, replayed, mut ann) = join_since(addr, "ann", None).await;
             // What survived the last kill is a prefix: ids 1..n, no hole, no garbage, and at

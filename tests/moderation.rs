@@ -9,7 +9,6 @@ use common::*;
 use smol::Timer;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "host secret";
@@ -376,17 +375,7 @@ fn deleted_and_cleared_messages_never_come_back() {
 #[test]
 fn kill_9_straight_after_a_delete_keeps_it_deleted() {
     let dir = temp_dir("moderation-kill9");
-    let spawn = || {
-        let mut child = smolchat_on_loopback()
-            .args(["--admin-passcode", ADMIN, "--data-dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (addr, log) = read_log(&mut child);
-        (child, addr, log)
-    };
+    let spawn = || spawn_on_disk(&["--admin-passcode", ADMIN], &dir);
     let (mut child, addr, log) = spawn();
     smol::block_on(async {
         let mut boss = host(addr, "lobby").await;

@@ -43,6 +43,29 @@ pub fn smolchat_on_loopback() -> std::process::Command {
     command
 }
 
+/// Starts [`smolchat_on_loopback`] with `args` and `--data-dir dir`, its stderr read by
+/// [`read_log`]: the process, its address and its log lines.
+pub fn spawn_on_disk(
+    args: &[&str],
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::process::Stdio;
+    let mut child = smolchat_on_loopback()
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smolchat");
+    let (addr, log) = read_log(&mut child);
+    (child, addr, log)
+}
+
 /// Reads a started binary's stderr: returns the address from its "listening" line, and a
 /// channel with every line after it.
 pub fn read_log(
