@@ -21,6 +21,7 @@
 //! - [`meter`]: memory by measure, against `--memory-budget`.
 //! - `files/`: the store of shared files: streamed writes, quota, eviction, the index.
 //! - [`trace`]: the book's tracer.
+//! - `atomic`: 64-bit counters on boards without 64-bit atomics (32-bit MIPS).
 //!
 //! Imports flow one way: server → http/web → client/room → message/stats/trace; web also uses
 //! addresses, which knows no HTTP.
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod addresses;
+mod atomic;
 mod client;
 mod coalesce;
 pub mod config;

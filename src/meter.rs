@@ -12,7 +12,8 @@
 //! fifteen sixteenths, rooms let go of the members holding the largest backlogs. Without a budget
 //! the counting still runs, for `/healthz`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What one open connection is charged, whatever it does: its idle state (about 3.7 KB
 /// measured, BENCHMARKS.md), what tungstenite keeps of the largest fragment it wrote (at most

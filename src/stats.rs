@@ -1,7 +1,8 @@
 //! Counters shown by `/healthz` and `/metrics`. Relaxed atomics: they are read for reporting, never to decide.
 
+use crate::atomic::AtomicU64;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Server-wide counters, shared by the rooms, the clients and the web layer.
 #[derive(Debug, Default)]

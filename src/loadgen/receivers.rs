@@ -12,10 +12,11 @@
 //! tell how much the server sent and when it stopped.
 
 use super::wire;
+use crate::atomic::AtomicU64;
 use polling::{Event, Events, PollMode, Poller};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@ use super::notices::Notices;
 use super::Keepalive;
 use super::ROOM_EVENT_QUEUE;
 use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
+use crate::atomic::AtomicU64;
 use crate::files::Files;
 use crate::history::{Entry, Loaded, Ring, Store};
 use crate::message::Action;
@@ -18,7 +19,7 @@ use async_channel::{Receiver, Sender};
 use smol::lock::Mutex;
 use smol::Executor;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Histories of ended rooms kept in memory, the longest-ended forgotten first. With a store,

@@ -1,6 +1,7 @@
 //! The room loop over channels only: no sockets.
 
 use super::*;
+use crate::atomic::AtomicU64;
 use crate::history::Store;
 use crate::moderation::Moderation;
 use crate::queue::{Next, Queue};
@@ -9,7 +10,7 @@ use crate::stats::Stats;
 use crate::trace::Tracer;
 use smol::Executor;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Far longer than any test: these tests do not exercise the keepalive.
