@@ -37,6 +37,7 @@ pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
 pub use share::SharedFile;
 
+use crate::bus::{Heard, Link, News};
 use crate::history::{Entry, Origin, Ring};
 use crate::message::{mentions, timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::meter::SLOT_BYTES;
@@ -51,12 +52,18 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
 /// The channel allocates every slot up front, so this is also a per-room memory cost.
 const ROOM_EVENT_QUEUE: usize = 64;
+/// How long a shared room waits for its history from the bus before it lets people in
+/// without it (Redis is unreachable; the history arrives when it is back).
+const OPEN_WAIT: Duration = Duration::from_secs(3);
+/// What a member is told when their message cannot reach Redis.
+const UNAVAILABLE: &str =
+    "Not sent: the chat cannot reach its shared server right now. Try again in a moment.";
 /// When memory runs short, members this many frames behind, or half as far as the furthest
 /// behind if that is more, are let go; members that keep up are never this far behind.
 const BACKLOG_FLOOR: usize = 16;
@@ -107,6 +114,9 @@ pub enum JoinError {
 /// What woke a room's loop.
 enum Wake {
     Event(Event),
+    /// The bus brings history or a message (shared rooms only; read from the link's own
+    /// channel, beside the events: the bus knows nothing of the room's types).
+    News(News),
     /// Time to ping everyone.
     Tick,
     /// Time to sum up who came and went (large rooms).
@@ -202,12 +212,21 @@ struct Room {
     locked: bool,
     /// The standing announcement, sent to each member after the history.
     announcement: Option<Encoded>,
+    /// The room's place on the bus when rooms are shared across boxes (`--redis`): messages
+    /// are posted there and delivered when they come back with their ids. `None`: the room
+    /// numbers and keeps its messages itself.
+    link: Option<Link>,
     shared: Arc<Shared>,
 }
 
 impl Room {
     fn new(name: String, shared: Arc<Shared>, people: Arc<AtomicUsize>) -> Self {
-        let history = Room::recall(&name, &shared);
+        let link = shared.bus.open(&name);
+        // A shared room's history comes from the bus, as its first news.
+        let history = match link {
+            Some(_) => Ring::new(shared.history),
+            None => Room::recall(&name, &shared),
+        };
         let locked = shared.moderation.locked(&name);
         let announcement = (shared.moderation.announcement(&name))
             .map(|a| moderate::standing_frame(&name, &a, &shared.meter));
@@ -222,6 +241,7 @@ impl Room {
             pressed: false,
             shutting_down: false,
             people,
+            link,
             shared,
         }
     }
@@ -240,6 +260,10 @@ impl Room {
         // Armed only while a large room has joins or leaves to sum up.
         let mut summary = Timer::never();
         let mut summary_armed = false;
+        let news = self.link.as_ref().map(|link| link.news.clone());
+        if let Some(news) = &news {
+            self.await_history(news).await;
+        }
         loop {
             if !summary_armed && self.presence.summary_due() {
                 summary.set_after(presence::SUMMARY_INTERVAL);
@@ -250,26 +274,35 @@ impl Room {
                 async { inbox.recv().await.map_or(Wake::Closed, Wake::Event) },
                 or(
                     async {
-                        tick.next().await;
-                        Wake::Tick
+                        match news.as_ref().map(|news| news.recv()) {
+                            // The link holds a sender, so this channel outlives the room.
+                            Some(next) => next.await.map_or(Wake::Closed, Wake::News),
+                            None => std::future::pending().await,
+                        }
                     },
                     or(
                         async {
-                            if summary_armed {
-                                (&mut summary).await;
-                                Wake::Summary
-                            } else {
-                                std::future::pending().await
-                            }
+                            tick.next().await;
+                            Wake::Tick
                         },
-                        async {
-                            if listen_for_shutdown {
-                                stopping.as_mut().await;
-                                Wake::Shutdown
-                            } else {
-                                std::future::pending().await
-                            }
-                        },
+                        or(
+                            async {
+                                if summary_armed {
+                                    (&mut summary).await;
+                                    Wake::Summary
+                                } else {
+                                    std::future::pending().await
+                                }
+                            },
+                            async {
+                                if listen_for_shutdown {
+                                    stopping.as_mut().await;
+                                    Wake::Shutdown
+                                } else {
+                                    std::future::pending().await
+                                }
+                            },
+                        ),
                     ),
                 ),
             )
@@ -298,6 +331,7 @@ impl Room {
                     let _ = reply.try_send(self.presence.page(after.as_deref(), limit));
                 }
                 Wake::Event(Event::Share(sharing)) => self.share(*sharing),
+                Wake::News(news) => self.hear(news),
                 Wake::Tick => self.keep_alive(),
                 Wake::Summary => {
                     summary_armed = false;
@@ -414,9 +448,30 @@ impl Room {
         self.shared
             .tracer
             .trace(format_args!("Message received: {text}"));
-        let id = self.history.last_id() + 1;
         let when = timestamp(SystemTime::now());
         let mentions = mentions(&text, self.presence.names());
+        if let Some(link) = &self.link {
+            // Shared: Redis numbers it; it is kept and delivered when it comes back (`hear`).
+            let frame = Outbound::Message {
+                id: 0,
+                room: &self.name,
+                name: &seat.name,
+                text: &text,
+                when: &when,
+                mentions: &mentions,
+            }
+            .encode_unnumbered()
+            .expect("a message frame has an id");
+            if !link.connected()
+                || link
+                    .post(from, author, self.history.last_id(), frame)
+                    .is_err()
+            {
+                self.tell(from, "unavailable", UNAVAILABLE);
+            }
+            return;
+        }
+        let id = self.history.last_id() + 1;
         let frame = Outbound::Message {
             id,
             room: &self.name,
@@ -448,6 +503,67 @@ impl Room {
             }),
         });
         self.shared.stats.message();
+    }
+
+    /// Waits (at most [`OPEN_WAIT`]) for a shared room's history, before anyone is let in.
+    async fn await_history(&mut self, news: &async_channel::Receiver<News>) {
+        let first = or(async { news.recv().await.ok() }, async {
+            Timer::after(OPEN_WAIT).await;
+            None
+        })
+        .await;
+        match first {
+            Some(news) => self.hear(news),
+            None => log::warn!(
+                "room {}: no history from Redis within {} s; letting people in without it",
+                self.name,
+                OPEN_WAIT.as_secs()
+            ),
+        }
+    }
+
+    /// What the bus brings a shared room: its history, a message in id order, or a post
+    /// that did not reach Redis.
+    fn hear(&mut self, news: News) {
+        match news {
+            News::Opened { entries, last_id } => {
+                let entries = entries
+                    .into_iter()
+                    .map(|heard| Entry {
+                        id: heard.id,
+                        frame: heard.frame,
+                        origin: None,
+                    })
+                    .collect();
+                self.history = Ring::from_entries(self.shared.history, entries, last_id);
+                if last_id > 0 {
+                    self.shared.notices.kept(&self.name, last_id);
+                }
+            }
+            News::Said(heard) => self.deliver(heard),
+            News::Lost { client } => self.tell(client, "unavailable", UNAVAILABLE),
+        }
+    }
+
+    /// Keeps and broadcasts a message the bus numbered (said on this box or another).
+    fn deliver(&mut self, heard: Heard) {
+        let Heard { id, person, frame } = heard;
+        if id <= self.history.last_id() {
+            return; // The bus delivers each once; this only guards the ring's order.
+        }
+        self.history.push(Entry {
+            id,
+            frame: frame.clone(),
+            origin: Some(Origin {
+                person,
+                at: Instant::now(),
+            }),
+        });
+        self.shared.stats.message();
+        if let Some((name, mentions)) = frame.author_and_mentions() {
+            self.tell_elsewhere(id, &name, &mentions);
+        }
+        self.broadcast(frame, Delivery::Every);
     }
 
     /// Offers `frame` to every member without waiting; drops those that cannot take it.

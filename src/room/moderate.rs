@@ -110,6 +110,15 @@ impl Room {
         };
         let (actor, person, host) = (seat.name.clone(), seat.person, seat.host);
         let kind = action.name();
+        if self.link.is_some() && matches!(action, Action::Delete { .. } | Action::Clear) {
+            // Removing messages from Redis's history, for every box, is not done yet; removing
+            // them here only would show each box a different history.
+            return self.tell(
+                id,
+                "unsupported",
+                "Deleting messages is not available yet in rooms shared across boxes.",
+            );
+        }
         let done = match action {
             // Anyone may ask; `delete` checks whose message it is.
             Action::Delete { id: message } => return self.delete(id, message, person, host).await,

@@ -7,6 +7,7 @@ use super::Keepalive;
 use super::ROOM_EVENT_QUEUE;
 use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
 use crate::atomic::AtomicU64;
+use crate::bus::Bus;
 use crate::files::Files;
 use crate::history::{Entry, Loaded, Ring, Store};
 use crate::message::Action;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub moderation: Arc<Moderation>,
     /// The shared files, so a removed message takes its file along.
     pub files: Option<Arc<Files>>,
+    /// Where messages go and come from: this box only, or every box on the same Redis.
+    pub bus: Bus,
 }
 
 /// Starts rooms on demand and hands out memberships.
@@ -74,6 +77,7 @@ pub(super) struct Shared {
     pub(super) files: Option<Arc<Files>>,
     /// Every connection by person, for news from other rooms (`notices.rs`).
     pub(super) notices: Notices,
+    pub(super) bus: Bus,
 }
 
 /// One client's place in one room. Dropping it leaves the room (best effort; call
@@ -103,6 +107,7 @@ impl Registry {
             keepalive,
             moderation,
             files,
+            bus,
         } = settings;
         Registry {
             shared: Arc::new(Shared {
@@ -120,6 +125,7 @@ impl Registry {
                 moderation,
                 files,
                 notices: Notices::default(),
+                bus,
             }),
         }
     }
@@ -214,6 +220,11 @@ impl Registry {
     /// What the server's rooms and clients hold, against the budget.
     pub fn meter(&self) -> &Arc<Meter> {
         &self.shared.meter
+    }
+
+    /// `None` without `--redis`; otherwise whether the box is connected to Redis now.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.shared.bus.connected()
     }
 
     /// Whether `room` has a running task (a WebSocket to any other room starts a new one).
@@ -315,7 +326,8 @@ impl Room {
         }
         rooms.remove(&self.name);
         self.shared.stats.room_closed();
-        if self.history.last_id() > 0 {
+        // A shared room's history is in Redis, and newer there by the time anyone comes back.
+        if self.history.last_id() > 0 && self.link.is_none() {
             // Still under the registry lock: a room started for this name after us finds it.
             let history = std::mem::replace(&mut self.history, Ring::new(0));
             let mut dormant = self.shared.dormant.lock().expect("dormant lock");

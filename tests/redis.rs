@@ -1,0 +1,292 @@
+//! Rooms shared over Redis (`--redis`): several servers against one real `redis-server`
+//! (Debian's package; each test starts its own on a free loopback port, without persistence,
+//! and stops it by PID). Cross-box delivery and order, ids without gaps under concurrent
+//! posting, catch-up by `since` on another box, and `/healthz`.
+
+mod common;
+
+use common::*;
+use smolchat::config::RedisTarget;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+/// A `redis-server` of this test's own; stopped (by PID) on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free loopback port, in a fresh directory, and waits until its log says
+    /// it is ready. A port taken between choosing and binding is retried with another.
+    fn start(name: &str) -> RedisServer {
+        let dir = temp_dir(&format!("redis-{name}"));
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (Debian: apt-get install redis-server)");
+            let stdout = child.stdout.take().unwrap();
+            let (lines, log) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if lines.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            loop {
+                match log.recv_timeout(STEP) {
+                    Ok(line) if line.contains("Ready to accept connections") => {
+                        return RedisServer { child, port };
+                    }
+                    Ok(_) => continue,
+                    // Its output ended: it exited (the port was taken meanwhile); try another.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = child.kill();
+                        panic!("redis-server did not become ready within {STEP:?}");
+                    }
+                }
+            }
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start on any of five ports");
+    }
+
+    /// A box's config pointing at this Redis, keeping `history` messages per room.
+    fn config(&self, history: usize) -> smolchat::Config {
+        smolchat::Config {
+            redis: Some(RedisTarget {
+                host: "127.0.0.1".into(),
+                port: self.port,
+                db: 0,
+                username: None,
+                password: None,
+            }),
+            history,
+            ..config()
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `n` chat messages; returns each one's id and text.
+async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let message = next_message(ws).await;
+        let id = message["id"].as_u64().expect("a message has an id");
+        seen.push((id, message["text"].as_str().unwrap().to_owned()));
+    }
+    seen
+}
+
+/// Joins `room` as `name` with `?since=`; returns the welcome, the replayed ids and the socket.
+async fn join_since(
+    addr: std::net::SocketAddr,
+    room: &str,
+    name: &str,
+    since: u64,
+) -> (serde_json::Value, Vec<u64>, Ws) {
+    let mut ws = ws(addr, &format!("/ws/{room}?name={name}&since={since}")).await;
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let mut ids = Vec::new();
+    loop {
+        let frame = next_json(&mut ws).await;
+        match frame["type"].as_str() {
+            Some("message") => ids.push(frame["id"].as_u64().unwrap()),
+            Some("join") if frame["name"] == name => return (welcome, ids, ws),
+            other => panic!("unexpected {other:?} before the own join"),
+        }
+    }
+}
+
+#[test]
+fn a_message_on_one_box_reaches_the_other_in_one_order() {
+    let redis = RedisServer::start("order");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+
+        say(&mut ann, "hello from a").await;
+        let on_b = messages(&mut bob, 1).await;
+        assert_eq!(on_b, [(1, "hello from a".to_owned())]);
+        // The sender's own box delivers it only with its Redis id, like everyone else.
+        assert_eq!(messages(&mut ann, 1).await, on_b);
+
+        // Both write at once, interleaving across the boxes.
+        fn texts(who: &str) -> Vec<String> {
+            (1..=15).map(|n| format!("{who} {n}")).collect()
+        }
+        let (mut ann, mut bob) = within("both sending", async {
+            let send_a = async {
+                for text in texts("ann") {
+                    say(&mut ann, &text).await;
+                }
+                ann
+            };
+            let send_b = async {
+                for text in texts("bob") {
+                    say(&mut bob, &text).await;
+                }
+                bob
+            };
+            smol::future::zip(send_a, send_b).await
+        })
+        .await;
+        let seen_a = messages(&mut ann, 30).await;
+        let seen_b = messages(&mut bob, 30).await;
+        assert_eq!(seen_a, seen_b, "both boxes show one order");
+        let ids: Vec<u64> = seen_a.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (2..=31).collect::<Vec<_>>(), "ids without gaps");
+        for who in ["ann", "bob"] {
+            let theirs: Vec<&str> = seen_a
+                .iter()
+                .map(|(_, text)| text.as_str())
+                .filter(|text| text.starts_with(who))
+                .collect();
+            assert_eq!(theirs, texts(who), "{who}'s messages keep their order");
+        }
+    });
+}
+
+#[test]
+fn ids_have_no_gaps_when_three_boxes_post_at_once() {
+    const EACH: usize = 40;
+    let redis = RedisServer::start("gaps");
+    let boxes: Vec<TestServer> = (0..3).map(|_| start(redis.config(500))).collect();
+    smol::block_on(async {
+        // A writer and a reader on every box.
+        let mut readers = Vec::new();
+        let mut writers = Vec::new();
+        for (n, server) in boxes.iter().enumerate() {
+            readers.push(join(server.addr, "busy", &format!("reader{n}")).await);
+            writers.push(join(server.addr, "busy", &format!("writer{n}")).await);
+        }
+        let sending = writers.into_iter().enumerate().map(|(n, mut ws)| {
+            smol::spawn(async move {
+                for m in 0..EACH {
+                    say(&mut ws, &format!("w{n} m{m}")).await;
+                }
+                ws
+            })
+        });
+        let sending: Vec<_> = sending.collect();
+        let mut seen = Vec::new();
+        for reader in &mut readers {
+            seen.push(messages(reader, 3 * EACH).await);
+        }
+        for task in sending {
+            within("writers finishing", task).await;
+        }
+        let ids: Vec<u64> = seen[0].iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (1..=3 * EACH as u64).collect::<Vec<_>>());
+        assert_eq!(seen[0], seen[1], "box 0 and box 1 agree");
+        assert_eq!(seen[0], seen[2], "box 0 and box 2 agree");
+    });
+}
+
+#[test]
+fn a_phone_catches_up_by_since_on_another_box() {
+    let redis = RedisServer::start("since");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    let c = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+        for n in 1..=4 {
+            say(&mut ann, &format!("before {n}")).await;
+        }
+        let seen = messages(&mut bob, 4).await;
+        let last_seen = seen.last().unwrap().0;
+        bob.close(None).await.unwrap();
+        for n in 1..=3 {
+            say(&mut ann, &format!("while away {n}")).await;
+        }
+        let said = messages(&mut ann, 7).await;
+
+        // Back on box A, which has the room running.
+        let (welcome, replayed, _bob) = join_since(a.addr, "lobby", "bob", last_seen).await;
+        assert_eq!(
+            (welcome["last_id"].as_u64(), &welcome["complete"]),
+            (Some(7), &true.into())
+        );
+        assert_eq!(replayed, [5, 6, 7]);
+
+        // And on box C, where the room starts now and reads its history from Redis.
+        let (welcome, replayed, mut carl) = join_since(c.addr, "lobby", "carl", last_seen).await;
+        assert_eq!(
+            (welcome["last_id"].as_u64(), &welcome["complete"]),
+            (Some(7), &true.into())
+        );
+        assert_eq!(replayed, [5, 6, 7]);
+        // C is live too: what it hears continues the same numbering.
+        say(&mut carl, "from c").await;
+        assert_eq!(messages(&mut ann, 1).await, [(8, "from c".to_owned())]);
+        assert_eq!(said.len(), 7);
+    });
+}
+
+#[test]
+fn catching_up_past_what_redis_keeps_is_incomplete() {
+    let redis = RedisServer::start("trimmed");
+    let a = start(redis.config(5));
+    let b = start(redis.config(5));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        for n in 1..=8 {
+            say(&mut ann, &format!("m{n}")).await;
+        }
+        messages(&mut ann, 8).await;
+        // Box B starts the room now: Redis keeps the last five (4..=8).
+        let (welcome, replayed, _bob) = join_since(b.addr, "lobby", "bob", 1).await;
+        assert_eq!(welcome["last_id"], 8);
+        assert_eq!(welcome["complete"], false);
+        assert_eq!(replayed, [4, 5, 6, 7, 8]);
+        let (welcome, replayed, _cy) = join_since(b.addr, "lobby", "cy", 3).await;
+        assert_eq!(welcome["complete"], true);
+        assert_eq!(replayed, [4, 5, 6, 7, 8]);
+    });
+}
+
+#[test]
+fn healthz_says_whether_redis_is_reachable() {
+    let redis = RedisServer::start("healthz");
+    let shared = start(redis.config(200));
+    let alone = start(config());
+    smol::block_on(async {
+        let health = |addr| async move {
+            let reply = get(addr, "/healthz", &[]).await;
+            serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()
+        };
+        assert!(health(alone.addr).await.get("redis").is_none());
+        // Connecting takes a moment after start; poll, bounded.
+        within("redis up in /healthz", async {
+            while health(shared.addr).await["redis"] != "up" {
+                smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    });
+}
