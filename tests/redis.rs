@@ -13,55 +13,53 @@ use std::sync::mpsc;
 
 /// A `redis-server` of this test's own; stopped (by PID) on drop.
 struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     port: u16,
+    dir: std::path::PathBuf,
+    /// Keeps an append-only file (fsynced at every write), so a restart keeps the data.
+    aof: bool,
 }
 
 impl RedisServer {
-    /// Starts one on a free loopback port, in a fresh directory, and waits until its log says
-    /// it is ready. A port taken between choosing and binding is retried with another.
+    /// Starts one without persistence on a free loopback port, in a fresh directory.
     fn start(name: &str) -> RedisServer {
+        RedisServer::start_with(name, false)
+    }
+
+    /// Starts one on a free loopback port, in a fresh directory, with or without the AOF. A
+    /// port taken between choosing and binding is retried with another.
+    fn start_with(name: &str, aof: bool) -> RedisServer {
         let dir = temp_dir(&format!("redis-{name}"));
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            let mut child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (Debian: apt-get install redis-server)");
-            let stdout = child.stdout.take().unwrap();
-            let (lines, log) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if lines.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            loop {
-                match log.recv_timeout(STEP) {
-                    Ok(line) if line.contains("Ready to accept connections") => {
-                        return RedisServer { child, port };
-                    }
-                    Ok(_) => continue,
-                    // Its output ended: it exited (the port was taken meanwhile); try another.
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let _ = child.kill();
-                        panic!("redis-server did not become ready within {STEP:?}");
-                    }
-                }
+            if let Some(child) = spawn_redis(port, &dir, aof) {
+                return RedisServer {
+                    child: Some(child),
+                    port,
+                    dir,
+                    aof,
+                };
             }
-            let _ = child.wait();
         }
         panic!("redis-server did not start on any of five ports");
+    }
+
+    /// Kills it (SIGKILL, by PID): a crash, or a machine gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        let child = spawn_redis(self.port, &self.dir, self.aof);
+        self.child = Some(child.expect("redis-server restarts on its port"));
     }
 
     /// A box's config pointing at this Redis, keeping `history` messages per room.
@@ -82,8 +80,48 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// Starts `redis-server` on `port` with its files in `dir`, and waits until its log says it is
+/// ready; `None` if it exited first (the port was taken).
+fn spawn_redis(port: u16, dir: &std::path::Path, aof: bool) -> Option<Child> {
+    let aof = if aof { "yes" } else { "no" };
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", aof, "--appendfsync", "always"])
+        .args(["--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
+    let stdout = child.stdout.take().unwrap();
+    let (lines, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match log.recv_timeout(STEP) {
+            Ok(line) if line.contains("Ready to accept connections") => return Some(child),
+            Ok(_) => continue,
+            // Its output ended: it exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                return None;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-server did not become ready within {STEP:?}");
+            }
+        }
     }
 }
 
@@ -270,23 +308,85 @@ fn catching_up_past_what_redis_keeps_is_incomplete() {
     });
 }
 
+/// `/healthz`'s `redis` field (`null` without `--redis`).
+async fn redis_health(addr: std::net::SocketAddr) -> serde_json::Value {
+    let reply = get(addr, "/healthz", &[]).await;
+    let health: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    health["redis"].clone()
+}
+
+/// Polls `/healthz` (bounded) until it says `redis` is `state`.
+async fn until_redis_is(addr: std::net::SocketAddr, state: &str) {
+    within(&format!("/healthz saying redis {state}"), async {
+        while redis_health(addr).await != state {
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[test]
+fn a_redis_restart_refuses_posts_meanwhile_then_goes_on() {
+    let mut redis = RedisServer::start_with("restart", true);
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+        say(&mut ann, "before").await;
+        assert_eq!(messages(&mut bob, 1).await, [(1, "before".to_owned())]);
+        assert_eq!(messages(&mut ann, 1).await, [(1, "before".to_owned())]);
+
+        redis.kill();
+        until_redis_is(a.addr, "down").await;
+        // Not dropped silently: the sender is told it was not sent.
+        say(&mut ann, "while down").await;
+        let refused = next_json(&mut ann).await;
+        assert_eq!(
+            (&refused["type"], &refused["code"]),
+            (&"error".into(), &"unavailable".into()),
+            "{refused}"
+        );
+
+        redis.restart();
+        until_redis_is(a.addr, "up").await;
+        until_redis_is(b.addr, "up").await;
+        // Ids go on from the AOF; members stayed connected and hear what comes next.
+        say(&mut ann, "after").await;
+        assert_eq!(messages(&mut bob, 1).await, [(2, "after".to_owned())]);
+        assert_eq!(messages(&mut ann, 1).await, [(2, "after".to_owned())]);
+        say(&mut bob, "and back").await;
+        assert_eq!(messages(&mut ann, 1).await, [(3, "and back".to_owned())]);
+    });
+}
+
+#[test]
+fn ids_go_on_when_redis_loses_its_data() {
+    let mut redis = RedisServer::start("amnesia");
+    let a = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        for text in ["one", "two"] {
+            say(&mut ann, text).await;
+        }
+        messages(&mut ann, 2).await;
+        redis.kill();
+        until_redis_is(a.addr, "down").await;
+        redis.restart(); // Without persistence: empty.
+        until_redis_is(a.addr, "up").await;
+        say(&mut ann, "three").await;
+        assert_eq!(messages(&mut ann, 1).await, [(3, "three".to_owned())]);
+    });
+}
+
 #[test]
 fn healthz_says_whether_redis_is_reachable() {
     let redis = RedisServer::start("healthz");
     let shared = start(redis.config(200));
     let alone = start(config());
     smol::block_on(async {
-        let health = |addr| async move {
-            let reply = get(addr, "/healthz", &[]).await;
-            serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()
-        };
-        assert!(health(alone.addr).await.get("redis").is_none());
-        // Connecting takes a moment after start; poll, bounded.
-        within("redis up in /healthz", async {
-            while health(shared.addr).await["redis"] != "up" {
-                smol::Timer::after(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        assert_eq!(redis_health(alone.addr).await, serde_json::Value::Null);
+        // Connecting takes a moment after start.
+        until_redis_is(shared.addr, "up").await;
     });
 }

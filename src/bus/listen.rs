@@ -13,7 +13,7 @@
 //! died without closing.
 
 use super::keys::{self, CONNECT_WAIT};
-use super::{Heard, News};
+use super::{Health, Heard, News};
 use crate::meter::Meter;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Msg, RedisResult, Value};
@@ -23,7 +23,7 @@ use smol::stream::StreamExt;
 use smol::Timer;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,14 +71,14 @@ pub async fn run(
     commands: Receiver<Command>,
     history: usize,
     meter: Arc<Meter>,
-    connected: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) {
     let mut listener = Listener {
         client,
         history,
         meter,
         feeds: HashMap::new(),
-        connected,
+        health,
         retry: RETRY_FIRST,
         reported: false,
     };
@@ -86,7 +86,7 @@ pub async fn run(
         match listener.session(&commands).await {
             Ok(()) => return,
             Err(e) => {
-                let was = listener.connected.swap(false, Ordering::Relaxed);
+                let was = listener.health.connected.swap(false, Ordering::Relaxed);
                 if was || !listener.reported {
                     log::error!("redis: shared rooms are cut off: {e}");
                     listener.reported = true;
@@ -116,7 +116,7 @@ struct Listener {
     history: usize,
     meter: Arc<Meter>,
     feeds: HashMap<Arc<str>, Feed>,
-    connected: Arc<AtomicBool>,
+    health: Arc<Health>,
     retry: Duration,
     /// An outage was logged (log the first failure once, not every retry).
     reported: bool,
@@ -138,7 +138,8 @@ impl Listener {
             bounded(ANSWER_WAIT, sink.subscribe(keys::channel(room))).await?;
         }
         // Subscribed: whatever is posted from now on reaches this box, so rooms may post.
-        self.connected.store(true, Ordering::Relaxed);
+        self.health.sessions.fetch_add(1, Ordering::Relaxed);
+        self.health.connected.store(true, Ordering::Relaxed);
         if std::mem::take(&mut self.reported) {
             log::info!("redis: connected again; shared rooms catch up");
         }

@@ -62,8 +62,19 @@ pub struct Redis {
     listen: Sender<listen::Command>,
     /// Numbers each room's link, so a room ending late cannot close its successor's feed.
     next_link: AtomicU64,
-    /// Whether the listener holds a live connection (for `/healthz`).
-    connected: Arc<AtomicBool>,
+    /// Whether the listener is connected, and since when.
+    health: Arc<Health>,
+}
+
+/// What the listener knows of the connection to Redis, shared with the posting task.
+#[derive(Default)]
+pub struct Health {
+    /// The listener holds a live, subscribed connection.
+    pub connected: AtomicBool,
+    /// Counts the listener's connections: when it changes, Redis was gone in between (a
+    /// restart, say), and the posting task connects again before it posts, rather than find
+    /// out by losing a post on a dead connection.
+    pub sessions: AtomicU64,
 }
 
 /// One message as the bus carries it.
@@ -122,11 +133,11 @@ impl Bus {
         meter: Arc<Meter>,
     ) -> Bus {
         let client = keys::client(target);
-        let connected = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let (posts, queued) = async_channel::bounded(POST_QUEUE);
         let (listen, commands) = async_channel::unbounded();
         executor
-            .spawn(post::run(client.clone(), queued, history))
+            .spawn(post::run(client.clone(), queued, history, health.clone()))
             .detach();
         executor
             .spawn(listen::run(
@@ -134,7 +145,7 @@ impl Bus {
                 commands,
                 history,
                 meter,
-                connected.clone(),
+                health.clone(),
             ))
             .detach();
         log::info!("rooms are shared through {target}");
@@ -142,7 +153,7 @@ impl Bus {
             posts,
             listen,
             next_link: AtomicU64::new(1),
-            connected,
+            health,
         }))
     }
 
@@ -173,7 +184,7 @@ impl Bus {
     pub fn connected(&self) -> Option<bool> {
         match self {
             Bus::Local => None,
-            Bus::Redis(redis) => Some(redis.connected.load(Ordering::Relaxed)),
+            Bus::Redis(redis) => Some(redis.health.connected.load(Ordering::Relaxed)),
         }
     }
 }
@@ -181,7 +192,7 @@ impl Bus {
 impl Link {
     /// Whether the box is connected to Redis now (posts would wait for it otherwise).
     pub fn connected(&self) -> bool {
-        self.redis.connected.load(Ordering::Relaxed)
+        self.redis.health.connected.load(Ordering::Relaxed)
     }
 
     /// Offers a message to Redis without waiting; it comes back as [`News::Said`] with its id

@@ -12,11 +12,12 @@
 //! it twice; an idempotency key per post is not done yet.
 
 use super::keys::{self, CONNECT_WAIT, POST_SCRIPT};
-use super::News;
+use super::{Health, News};
 use crate::message::Unnumbered;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisResult, Script, ServerErrorKind};
 use async_channel::{Receiver, Sender};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,9 +43,11 @@ pub struct Post {
 }
 
 /// Runs until every room's sender is gone (the server stopped).
-pub async fn run(client: Client, posts: Receiver<Post>, history: usize) {
+pub async fn run(client: Client, posts: Receiver<Post>, history: usize, health: Arc<Health>) {
     let script = Script::new(POST_SCRIPT);
     let mut connection: Option<MultiplexedConnection> = None;
+    // The listener's connection this one was made during.
+    let mut session = 0;
     while let Ok(first) = posts.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -52,6 +55,12 @@ pub async fn run(client: Client, posts: Receiver<Post>, history: usize) {
                 Ok(post) => batch.push(post),
                 Err(_) => break,
             }
+        }
+        let now = health.sessions.load(Ordering::Relaxed);
+        if now != session {
+            // The listener connected again since: this connection may be dead too.
+            connection = None;
+            session = now;
         }
         if connection.is_none() {
             match connect(&client).await {
