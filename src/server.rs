@@ -123,9 +123,13 @@ impl Server {
                     moderation: moderation.clone(),
                     files: files.clone(),
                     bus: match &config.redis {
-                        Some(target) => {
-                            Bus::connect(target, config.history, &executor, meter.clone())
-                        }
+                        Some(target) => Bus::connect(
+                            target,
+                            config.history,
+                            &session::hex(&session::new_secret()[..8]),
+                            &executor,
+                            meter.clone(),
+                        ),
                         None => Bus::Local,
                     },
                 },

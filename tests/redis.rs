@@ -1,7 +1,8 @@
 //! Rooms shared over Redis (`--redis`): several servers against one real `redis-server`
 //! (Debian's package; each test starts its own on a free loopback port, without persistence,
 //! and stops it by PID). Cross-box delivery and order, ids without gaps under concurrent
-//! posting, catch-up by `since` on another box, and `/healthz`.
+//! posting, catch-up by `since` on another box, presence across boxes (names, joins and
+//! leaves, a box that dies), a Redis restart, and `/healthz`.
 
 mod common;
 
@@ -376,6 +377,117 @@ fn ids_go_on_when_redis_loses_its_data() {
         until_redis_is(a.addr, "up").await;
         say(&mut ann, "three").await;
         assert_eq!(messages(&mut ann, 1).await, [(3, "three".to_owned())]);
+    });
+}
+
+/// The next `join` or `leave` frame (skipping anything else).
+async fn next_presence(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let frame = next_json(ws).await;
+        if frame["type"] == "join" || frame["type"] == "leave" {
+            return frame;
+        }
+    }
+}
+
+#[test]
+fn presence_spans_the_boxes() {
+    let redis = RedisServer::start("presence");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = ws(b.addr, "/ws/lobby?name=bob").await;
+        let welcome = next_json(&mut bob).await;
+        assert_eq!(welcome["people"], 2, "{welcome}");
+        assert_eq!(welcome["members"], serde_json::json!(["ann", "bob"]));
+        let mut bob = expect_welcome_rest(bob, "bob").await;
+
+        let came = next_presence(&mut ann).await;
+        assert_eq!(
+            (&came["type"], &came["name"], &came["people"]),
+            (&"join".into(), &"bob".into(), &2.into())
+        );
+
+        // A third person, on box A: both boxes hear of it.
+        let carl = ws(a.addr, "/ws/lobby?name=carl").await;
+        let _carl = expect_welcome(carl, "carl").await;
+        for member in [&mut ann, &mut bob] {
+            let came = next_presence(member).await;
+            assert_eq!(
+                (&came["name"], &came["people"]),
+                (&"carl".into(), &3.into())
+            );
+        }
+
+        bob.close(None).await.unwrap();
+        let went = next_presence(&mut ann).await;
+        assert_eq!(
+            (&went["type"], &went["name"], &went["people"]),
+            (&"leave".into(), &"bob".into(), &2.into())
+        );
+    });
+}
+
+/// [`expect_welcome`] after the welcome was read: history, then the client's own join.
+async fn expect_welcome_rest(mut ws: Ws, name: &str) -> Ws {
+    loop {
+        let frame = next_json(&mut ws).await;
+        if frame["type"] == "join" && frame["name"] == name {
+            return ws;
+        }
+        assert_eq!(frame["type"], "message", "unexpected {frame}");
+    }
+}
+
+#[test]
+fn a_name_is_one_persons_across_boxes() {
+    let redis = RedisServer::start("names");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut watcher = join(b.addr, "lobby", "watcher").await;
+        // Another person (each ?name= connection is one) may not take it on another box,
+        // in any case.
+        for name in ["ann", "ANN"] {
+            let mut clash = ws(b.addr, &format!("/ws/lobby?name={name}")).await;
+            let (code, reason) = close_frame(&mut clash).await;
+            assert_eq!(code, 4409, "{reason}");
+        }
+        // Once ann has left box A, the name is free on box B.
+        ann.close(None).await.unwrap();
+        let went = next_presence(&mut watcher).await;
+        assert_eq!(
+            (&went["type"], &went["name"]),
+            (&"leave".into(), &"ann".into())
+        );
+        let _ann = join(b.addr, "lobby", "ann").await;
+    });
+}
+
+#[test]
+fn a_box_that_dies_leaves_presence_within_the_expiry() {
+    let redis = RedisServer::start("dead-box");
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let dir = temp_dir("dead-box");
+    let (mut doomed, doomed_addr, _log) = spawn_on_disk(&["--redis", &url], &dir);
+    let survivor = start(redis.config(200));
+    smol::block_on(async {
+        let _ann = join(doomed_addr, "lobby", "ann").await;
+        let mut bob = ws(survivor.addr, "/ws/lobby?name=bob").await;
+        let welcome = next_json(&mut bob).await;
+        assert_eq!(welcome["members"], serde_json::json!(["ann", "bob"]));
+        let mut bob = expect_welcome_rest(bob, "bob").await;
+
+        doomed.kill().unwrap(); // SIGKILL: no goodbyes.
+        doomed.wait().unwrap();
+        // Within the expiry (6 s) and a beat (2 s); STEP bounds the wait.
+        let went = next_presence(&mut bob).await;
+        assert_eq!(
+            (&went["type"], &went["name"], &went["people"]),
+            (&"leave".into(), &"ann".into(), &1.into())
+        );
     });
 }
 

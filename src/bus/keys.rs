@@ -6,7 +6,13 @@
 //! - `smolchat:room:R:log`: the room's history, a stream capped at exactly `--history`
 //!   entries. Entry ids are `<message id>-0`, so a range of message ids is a range of the
 //!   stream; fields `p` (the author's person id) and `f` (the frame members receive).
-//! - channel `smolchat:room:R:said`: each message once more, as `<id> <person> <frame>`.
+//! - channel `smolchat:room:R:said`: each message once more, as `<id> <person> <frame>`; and
+//!   presence: `+<box> <person> <name>` (a name came on a box), `-<box> <name>` (it went).
+//! - `smolchat:room:R:box:B`: who is in the room on box `B` (a random id per start): a hash
+//!   of lowercase name → `<person> <name>`, expiring [`PRESENCE_TTL`] after the box's last
+//!   heartbeat, so a box that dies leaves presence by itself.
+//! - `smolchat:room:R:boxes`: the boxes that may have people in the room (a set; a box whose
+//!   hash is gone is taken out by the next claim or load).
 
 use crate::config::RedisTarget;
 use crate::message::Encoded;
@@ -44,6 +50,51 @@ redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3] .. ' ' .. frame)
 return id
 ";
 
+/// How long a box's presence in a room outlives its last heartbeat.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(6);
+
+/// Claims a name in a room for a person on this box, unless another person holds it on a
+/// live box. KEYS: the room's set of boxes, this box's hash. ARGV: the prefix of boxes'
+/// hashes, this box, the lowercase name, the person, the name as shown, the TTL in seconds,
+/// the channel. Announces the name on the channel. Returns 1, or 0 if taken.
+pub const CLAIM_SCRIPT: &str = r"
+for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if b ~= ARGV[2] then
+    local held = redis.call('HGET', ARGV[1] .. b, ARGV[3])
+    if held then
+      if string.match(held, '^(%d+) ') ~= ARGV[4] then return 0 end
+    elseif redis.call('EXISTS', ARGV[1] .. b) == 0 then
+      redis.call('SREM', KEYS[1], b)
+    end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ' ' .. ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[7], '+' .. ARGV[2] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+return 1
+";
+
+/// Everyone in a room on other boxes. KEYS: the room's set of boxes. ARGV: the prefix of
+/// boxes' hashes, this box. Returns `[box, "<person> <name>", ...]`; forgets boxes whose hash
+/// is gone.
+pub const HERE_SCRIPT: &str = r"
+local out = {}
+for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if b ~= ARGV[2] then
+    local all = redis.call('HGETALL', ARGV[1] .. b)
+    if #all == 0 then
+      redis.call('SREM', KEYS[1], b)
+    end
+    for i = 2, #all, 2 do
+      table.insert(out, b)
+      table.insert(out, all[i])
+    end
+  end
+end
+return out
+";
+
 /// The counter of `room`'s ids.
 pub fn id_key(room: &str) -> String {
     format!("{PREFIX}{room}:id")
@@ -52,6 +103,16 @@ pub fn id_key(room: &str) -> String {
 /// The stream of `room`'s history.
 pub fn log_key(room: &str) -> String {
     format!("{PREFIX}{room}:log")
+}
+
+/// The set of boxes that may have people in `room`.
+pub fn boxes_key(room: &str) -> String {
+    format!("{PREFIX}{room}:boxes")
+}
+
+/// The prefix of `room`'s per-box hashes (a box id follows).
+pub fn box_prefix(room: &str) -> String {
+    format!("{PREFIX}{room}:box:")
 }
 
 /// The channel `room`'s messages are published on.
@@ -87,6 +148,52 @@ pub fn parse_published(payload: &[u8], meter: &Arc<Meter>) -> Option<Heard> {
     let person = number(parts.next()?)?;
     let frame = Encoded::from_bus(parts.next()?.to_vec(), meter)?;
     Some(Heard { id, person, frame })
+}
+
+/// Presence as published: who came (`+<box> <person> <name>`) or went (`-<box> <name>`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// `name` (of `person`) is in the room on `box`.
+    Came {
+        /// The box.
+        on: String,
+        /// Who.
+        person: u64,
+        /// The name as shown.
+        name: String,
+    },
+    /// `name` left the room on `box`.
+    Went {
+        /// The box.
+        on: String,
+        /// The name as shown.
+        name: String,
+    },
+}
+
+/// A presence payload, if this is one.
+pub fn parse_presence(payload: &[u8]) -> Option<Seen> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if let Some(rest) = text.strip_prefix('+') {
+        let (on, rest) = rest.split_once(' ')?;
+        let (person, name) = held(rest)?;
+        return Some(Seen::Came {
+            on: on.to_owned(),
+            person,
+            name,
+        });
+    }
+    let (on, name) = text.strip_prefix('-')?.split_once(' ')?;
+    Some(Seen::Went {
+        on: on.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// A box's hash value: `<person> <name>`.
+pub fn held(value: &str) -> Option<(u64, String)> {
+    let (person, name) = value.split_once(' ')?;
+    Some((person.parse().ok()?, name.to_owned()))
 }
 
 /// The entries of an XRANGE or XREVRANGE reply, in the reply's order.
@@ -146,6 +253,27 @@ mod tests {
         assert_eq!(room_of(&channel("dm-1-2")), Some("dm-1-2"));
         assert_eq!(room_of("smolchat:room:lobby:log"), None);
         assert_eq!(room_of("other:lobby:said"), None);
+    }
+
+    #[test]
+    fn presence_payloads_parse() {
+        assert_eq!(
+            parse_presence(b"+b0x 42 Ann Lee"),
+            Some(Seen::Came {
+                on: "b0x".into(),
+                person: 42,
+                name: "Ann Lee".into()
+            })
+        );
+        assert_eq!(
+            parse_presence(b"-b0x Ann Lee"),
+            Some(Seen::Went {
+                on: "b0x".into(),
+                name: "Ann Lee".into()
+            })
+        );
+        assert_eq!(parse_presence(b"12 3 {}"), None);
+        assert_eq!(parse_presence(b"+b0x x Ann"), None);
     }
 
     #[test]

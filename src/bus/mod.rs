@@ -23,6 +23,14 @@
 //! which is the truth. After a reconnect it reads each room's stream from the last id it
 //! delivered.
 //!
+//! Presence: each box keeps, per room, who is seated on it in a hash of its own in Redis that
+//! expires unless the box's heartbeat renews it, and announces each name as it comes and goes.
+//! A name is claimed in Redis (one script: no other person holds it on a live box) before a
+//! newcomer is seated; the joiner waits for that, the room does not. Each room counts the
+//! people on other boxes beside its own members, so welcomes, joins and leaves and the head
+//! count cover every box; a box that stops heartbeating leaves presence within its expiry
+//! (`keys::PRESENCE_TTL`, 6 s) and one beat (2 s).
+//!
 //! Which store holds what: a shared room's history lives only in Redis (the stream, capped
 //! at `--history`); the box keeps the same ring in memory for replay, and the on-disk log is
 //! not used for it. Moderation (bans, mutes, locks) stays in each box's own book for now.
@@ -88,16 +96,52 @@ pub struct Heard {
     pub frame: Encoded,
 }
 
+/// Somebody in a room on another box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Somebody {
+    /// The box they are on.
+    pub on: Arc<str>,
+    /// Who they are.
+    pub person: u64,
+    /// Their name as shown.
+    pub name: String,
+}
+
 /// What the bus tells a room.
 #[derive(Debug)]
 pub enum News {
-    /// The room's history as Redis keeps it (oldest first) and its last id; first after the
-    /// room opens its link, before any `Said`.
+    /// The room's history as Redis keeps it (oldest first), its last id, and who is in it on
+    /// other boxes; first after the room opens its link, before any other news.
     Opened {
         /// The kept messages, at most `--history`.
         entries: Vec<Heard>,
         /// The newest id ever given in the room.
         last_id: u64,
+        /// Everyone on other boxes.
+        here: Vec<Somebody>,
+    },
+    /// Everyone on other boxes, anew (after a lost connection): replaces what the room had.
+    Here(Vec<Somebody>),
+    /// Somebody came on another box.
+    Came(Somebody),
+    /// A name left on another box.
+    Went {
+        /// The box.
+        on: Arc<str>,
+        /// The name as shown.
+        name: String,
+    },
+    /// A box stopped heartbeating: everyone on it is gone.
+    Gone {
+        /// The box.
+        on: Arc<str>,
+    },
+    /// The answer to [`Link::claim`]: whether the newcomer may take the name.
+    Claimed {
+        /// The newcomer's connection.
+        client: u64,
+        /// False: another person holds the name on another box.
+        granted: bool,
     },
     /// The next message of the room, in id order.
     Said(Heard),
@@ -126,12 +170,15 @@ pub struct Refused;
 impl Bus {
     /// Starts the two Redis tasks on `executor` for rooms keeping `history` messages, frames
     /// charged to `meter`. Connecting happens in the tasks, retried until it works.
+    /// `me` names this box in Redis: unique per start.
     pub fn connect(
         target: &RedisTarget,
         history: usize,
+        me: &str,
         executor: &Executor<'static>,
         meter: Arc<Meter>,
     ) -> Bus {
+        let me: Arc<str> = Arc::from(me);
         let client = keys::client(target);
         let health = Arc::new(Health::default());
         let (posts, queued) = async_channel::bounded(POST_QUEUE);
@@ -144,11 +191,12 @@ impl Bus {
                 client,
                 commands,
                 history,
+                me.clone(),
                 meter,
                 health.clone(),
             ))
             .detach();
-        log::info!("rooms are shared through {target}");
+        log::info!("rooms are shared through {target} (this box: {me})");
         Bus::Redis(Arc::new(Redis {
             posts,
             listen,
@@ -214,6 +262,29 @@ impl Link {
             news: self.news_tx.clone(),
         };
         self.redis.posts.try_send(post).map_err(|_| Refused)
+    }
+}
+
+impl Link {
+    /// Asks Redis whether `person` may take `name` in the room (their first connection on this
+    /// box under it); the answer comes as [`News::Claimed`] for `client`. Never waits.
+    pub fn claim(&self, client: u64, person: u64, name: &str) {
+        let _ = self.redis.listen.try_send(listen::Command::Claim {
+            room: self.room.clone(),
+            link: self.id,
+            client,
+            person,
+            name: name.to_owned(),
+        });
+    }
+
+    /// `name`'s last connection on this box left the room. Never waits.
+    pub fn release(&self, name: &str) {
+        let _ = self.redis.listen.try_send(listen::Command::Release {
+            room: self.room.clone(),
+            link: self.id,
+            name: name.to_owned(),
+        });
     }
 }
 

@@ -22,6 +22,7 @@
 //! out what hosts (and authors deleting their own words) ask for; `notices` tells a person, in
 //! their other rooms, of a direct message or a mention; `share` announces shared files.
 
+mod elsewhere;
 mod keepalive;
 pub mod limits;
 mod moderate;
@@ -216,6 +217,13 @@ struct Room {
     /// are posted there and delivered when they come back with their ids. `None`: the room
     /// numbers and keeps its messages itself.
     link: Option<Link>,
+    /// Shared rooms: people on other boxes, by box and name (their person ids).
+    elsewhere: HashMap<Arc<str>, HashMap<String, u64>>,
+    /// Shared rooms: this box's connections per name (lowercase), and the name as shown; a
+    /// name's first claims it in Redis, its last releases it.
+    here: HashMap<String, (String, usize)>,
+    /// Shared rooms: newcomers waiting for Redis to grant their name.
+    pending: HashMap<ClientId, Joining>,
     shared: Arc<Shared>,
 }
 
@@ -242,6 +250,9 @@ impl Room {
             shutting_down: false,
             people,
             link,
+            elsewhere: HashMap::new(),
+            here: HashMap::new(),
+            pending: HashMap::new(),
             shared,
         }
     }
@@ -308,6 +319,12 @@ impl Room {
             )
             .await;
             match wake {
+                Wake::Event(Event::Join(joining)) if self.link.is_some() => {
+                    self.join_shared(*joining);
+                    if self.shutting_down {
+                        self.dismiss_everyone(); // Joined as the server stops.
+                    }
+                }
                 Wake::Event(Event::Join(joining)) => {
                     let Joining { id, request, reply } = *joining;
                     let _ = reply.try_send(self.join(id, request));
@@ -340,7 +357,7 @@ impl Room {
                 Wake::Shutdown => self.dismiss_everyone(),
                 Wake::Closed => break,
             }
-            if self.members.is_empty() && self.try_end(&inbox).await {
+            if self.members.is_empty() && self.pending.is_empty() && self.try_end(&inbox).await {
                 break;
             }
             if self.pressed {
@@ -526,7 +543,11 @@ impl Room {
     /// that did not reach Redis.
     fn hear(&mut self, news: News) {
         match news {
-            News::Opened { entries, last_id } => {
+            News::Opened {
+                entries,
+                last_id,
+                here,
+            } => {
                 let entries = entries
                     .into_iter()
                     .map(|heard| Entry {
@@ -539,9 +560,15 @@ impl Room {
                 if last_id > 0 {
                     self.shared.notices.kept(&self.name, last_id);
                 }
+                self.all_elsewhere(here);
             }
             News::Said(heard) => self.deliver(heard),
             News::Lost { client } => self.tell(client, "unavailable", UNAVAILABLE),
+            News::Here(here) => self.all_elsewhere(here),
+            News::Came(somebody) => self.came_elsewhere(somebody),
+            News::Went { on, name } => self.went_elsewhere(&on, name),
+            News::Gone { on } => self.gone_elsewhere(&on),
+            News::Claimed { client, granted } => self.claimed(client, granted),
         }
     }
 
