@@ -39,12 +39,13 @@ mod keys;
 mod listen;
 mod post;
 
+use crate::atomic::AtomicU64;
 use crate::config::RedisTarget;
 use crate::message::{Encoded, Unnumbered};
 use crate::meter::Meter;
 use async_channel::{Receiver, Sender};
 use smol::Executor;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Posts waiting for Redis, for the whole box. Beyond it a post is refused at once (Redis is
