@@ -309,6 +309,82 @@ fn catching_up_past_what_redis_keeps_is_incomplete() {
     });
 }
 
+/// Runs `redis-cli` against `redis` with `args`; returns its output.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli comes with redis-server");
+    assert!(output.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Keeps message `id` in `room`'s stream as the posting script would, but without publishing
+/// it: what a box that missed the publish must find in the stream.
+fn keep_unpublished(redis: &RedisServer, room: &str, id: u64, text: &str) {
+    let frame = serde_json::json!({
+        "type": "message", "id": id, "room": room, "name": "ghost",
+        "text": text, "when": "2026-12-04T12:00:00.000Z",
+    });
+    redis_cli(
+        redis,
+        &["SET", &format!("smolchat:room:{room}:id"), &id.to_string()],
+    );
+    let stream = format!("smolchat:room:{room}:log");
+    let entry = format!("{id}-0");
+    let frame = frame.to_string();
+    let args = [
+        "XADD", &stream, "MAXLEN", "=", "200", &entry, "p", "7", "f", &frame,
+    ];
+    redis_cli(redis, &args);
+}
+
+#[test]
+fn a_missed_publish_is_read_from_the_stream_in_order() {
+    let redis = RedisServer::start("missed");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+        say(&mut ann, "one").await;
+        assert_eq!(messages(&mut bob, 1).await, [(1, "one".to_owned())]);
+        messages(&mut ann, 1).await;
+
+        keep_unpublished(&redis, "lobby", 2, "never published");
+        // The next published id is 3: both boxes see the gap and fill it first.
+        say(&mut bob, "three").await;
+        let expected = [(2, "never published".to_owned()), (3, "three".to_owned())];
+        assert_eq!(messages(&mut ann, 2).await, expected);
+        assert_eq!(messages(&mut bob, 2).await, expected);
+    });
+}
+
+#[test]
+fn after_a_lost_subscription_each_box_reads_what_it_missed() {
+    let redis = RedisServer::start("resubscribe");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+        say(&mut ann, "one").await;
+        assert_eq!(messages(&mut bob, 1).await, [(1, "one".to_owned())]);
+        messages(&mut ann, 1).await;
+
+        // Said while the boxes' subscriptions are about to drop: nobody hears it published.
+        keep_unpublished(&redis, "lobby", 2, "while away");
+        redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        // On connecting again, each box reads the stream after its last id.
+        let expected = [(2, "while away".to_owned())];
+        assert_eq!(messages(&mut ann, 1).await, expected);
+        assert_eq!(messages(&mut bob, 1).await, expected);
+        say(&mut bob, "three").await;
+        assert_eq!(messages(&mut ann, 1).await, [(3, "three".to_owned())]);
+    });
+}
+
 /// `/healthz`'s `redis` field (`null` without `--redis`).
 async fn redis_health(addr: std::net::SocketAddr) -> serde_json::Value {
     let reply = get(addr, "/healthz", &[]).await;
