@@ -32,6 +32,7 @@
   let pulling = null;
   let replayedUntil = 0;       // messages up to this id are history, not news (from welcome)
   let online = false;
+  let sharedUp = true;         // rooms shared across boxes: this box reaches the others
   let refused = false;         // closed for good (name taken, kicked, banned): no reconnecting
   window.smolchat.members = () => [...members].filter((n) => n !== myName);
 
@@ -177,9 +178,24 @@
   }
 
   function updateComposer() {
-    const open = online && (!moderation || moderation.writable());
+    const open = online && sharedUp && (!moderation || moderation.writable());
     text.disabled = !open;
     send.disabled = !open;
+  }
+
+  // Rooms shared across boxes: while this box cannot reach the others, say so above the chat and
+  // hold the composer shut (the server would refuse what is sent).
+  const sharedNote = document.createElement("p");
+  sharedNote.id = "shared-down";
+  sharedNote.className = "banner";
+  sharedNote.setAttribute("role", "alert");
+  sharedNote.hidden = true;
+  sharedNote.textContent = t("sharedDown");
+  document.querySelector("header").after(sharedNote);
+  function showShared(up) {
+    sharedUp = up;
+    sharedNote.hidden = up;
+    updateComposer();
   }
 
   function scheduleReconnect() {
@@ -215,6 +231,7 @@
           showMessage(m);
         }
       } else if (m.type === "welcome") {
+        showShared(true); // a `shared` frame follows if this box is cut off
         members = new Set(m.members);
         members.add(m.name);
         people = m.people ?? members.size;
@@ -235,6 +252,8 @@
         people = m.people ?? members.size;
         if (members.size !== people) membersPartial = true;
         showPeople();
+      } else if (m.type === "shared") {
+        showShared(Boolean(m.up));
       } else if (m.type === "activity") {
         rooms.activity(m);
       } else if (m.type === "error") {

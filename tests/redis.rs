@@ -385,6 +385,16 @@ fn after_a_lost_subscription_each_box_reads_what_it_missed() {
     });
 }
 
+/// The next `shared` frame's `up` (skipping anything else).
+async fn next_shared(ws: &mut Ws) -> bool {
+    loop {
+        let frame = next_json(ws).await;
+        if frame["type"] == "shared" {
+            return frame["up"].as_bool().expect("up is true or false");
+        }
+    }
+}
+
 /// `/healthz`'s `redis` field (`null` without `--redis`).
 async fn redis_health(addr: std::net::SocketAddr) -> serde_json::Value {
     let reply = get(addr, "/healthz", &[]).await;
@@ -415,8 +425,12 @@ fn a_redis_restart_refuses_posts_meanwhile_then_goes_on() {
         assert_eq!(messages(&mut ann, 1).await, [(1, "before".to_owned())]);
 
         redis.kill();
-        until_redis_is(a.addr, "down").await;
-        // Not dropped silently: the sender is told it was not sent.
+        // Every member is told, so the page can hold its composer shut.
+        for member in [&mut ann, &mut bob] {
+            assert!(!next_shared(member).await);
+        }
+        assert_eq!(redis_health(a.addr).await, "down");
+        // Not dropped silently: a message sent anyway is refused, and the sender told.
         say(&mut ann, "while down").await;
         let refused = next_json(&mut ann).await;
         assert_eq!(
@@ -424,9 +438,15 @@ fn a_redis_restart_refuses_posts_meanwhile_then_goes_on() {
             (&"error".into(), &"unavailable".into()),
             "{refused}"
         );
+        // A newcomer hears it after the welcome.
+        let carl = ws(a.addr, "/ws/lobby?name=carl").await;
+        let mut carl = expect_welcome(carl, "carl").await;
+        assert!(!next_shared(&mut carl).await);
 
         redis.restart();
-        until_redis_is(a.addr, "up").await;
+        for member in [&mut ann, &mut bob, &mut carl] {
+            assert!(next_shared(member).await);
+        }
         until_redis_is(b.addr, "up").await;
         // Ids go on from the AOF; members stayed connected and hear what comes next.
         say(&mut ann, "after").await;

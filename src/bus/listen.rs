@@ -131,6 +131,9 @@ pub async fn run(
                     log::error!("redis: shared rooms are cut off: {e}");
                     listener.reported = true;
                 }
+                if was {
+                    listener.tell_all(false).await;
+                }
             }
         }
         // Wait before the next attempt, still keeping track of rooms that start and end.
@@ -186,6 +189,7 @@ impl Listener {
             log::info!("redis: connected again; shared rooms catch up");
         }
         self.retry = RETRY_FIRST;
+        self.tell_all(true).await;
         for room in &rooms {
             self.claim_mine(room, &mut data).await?;
             self.catch_up(room, &mut data).await?;
@@ -251,6 +255,14 @@ impl Listener {
                     self.beat(&mut data).await?;
                 }
             }
+        }
+    }
+
+    /// Tells every room whether Redis can be reached.
+    async fn tell_all(&self, up: bool) {
+        for feed in self.feeds.values() {
+            // A room that ended meanwhile has nobody to tell.
+            let _ = feed.news.send(News::Reachable(up)).await;
         }
     }
 

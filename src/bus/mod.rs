@@ -146,6 +146,8 @@ pub enum News {
     },
     /// The next message of the room, in id order.
     Said(Heard),
+    /// The box lost its connection to Redis (`false`) or has it again (`true`).
+    Reachable(bool),
     /// A member's post did not reach Redis: the room tells them (it was not sent).
     Lost {
         /// The member's connection in the room.

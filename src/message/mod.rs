@@ -172,6 +172,15 @@ pub enum Outbound<'a> {
         /// Only hosts may write.
         locked: bool,
     },
+    /// Rooms shared across boxes only: whether this box reaches the others (through Redis).
+    /// While `up` is false, messages are refused (`error` code `unavailable`) and the page
+    /// holds its composer shut. Sent when it changes, and after the welcome while it is down.
+    Shared {
+        /// The room.
+        room: &'a str,
+        /// The other boxes can be reached.
+        up: bool,
+    },
     /// The bans and mutes in force, answered to the host who asked.
     Bans {
         /// The room the question came from.

@@ -224,6 +224,8 @@ struct Room {
     here: HashMap<String, (String, usize)>,
     /// Shared rooms: newcomers waiting for Redis to grant their name.
     pending: HashMap<ClientId, Joining>,
+    /// Shared rooms: this box reaches Redis (members were told when it changed).
+    reachable: bool,
     shared: Arc<Shared>,
 }
 
@@ -253,6 +255,7 @@ impl Room {
             elsewhere: HashMap::new(),
             here: HashMap::new(),
             pending: HashMap::new(),
+            reachable: true,
             shared,
         }
     }
@@ -274,6 +277,7 @@ impl Room {
         let news = self.link.as_ref().map(|link| link.news.clone());
         if let Some(news) = &news {
             self.await_history(news).await;
+            self.reachable = self.link.as_ref().is_some_and(Link::connected);
         }
         loop {
             if !summary_armed && self.presence.summary_due() {
@@ -432,6 +436,16 @@ impl Room {
         }
         self.shared.meter.charge(queued * SLOT_BYTES);
         self.announce_arrival(id, first_tab);
+        if self.link.is_some() && !self.reachable {
+            // Cut off from the other boxes: said after the newcomer's own join.
+            let frame = self.shared_frame();
+            if let Some(seat) = self.members.get(&id) {
+                if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit)
+                {
+                    self.shared.meter.charge(SLOT_BYTES);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -522,6 +536,15 @@ impl Room {
         self.shared.stats.message();
     }
 
+    /// The `shared` frame saying whether this box reaches the other boxes now.
+    fn shared_frame(&self) -> Encoded {
+        Outbound::Shared {
+            room: &self.name,
+            up: self.reachable,
+        }
+        .encode_metered(&self.shared.meter)
+    }
+
     /// Waits (at most [`OPEN_WAIT`]) for a shared room's history, before anyone is let in.
     async fn await_history(&mut self, news: &async_channel::Receiver<News>) {
         let first = or(async { news.recv().await.ok() }, async {
@@ -564,6 +587,12 @@ impl Room {
             }
             News::Said(heard) => self.deliver(heard),
             News::Lost { client } => self.tell(client, "unavailable", UNAVAILABLE),
+            News::Reachable(up) if up != self.reachable => {
+                self.reachable = up;
+                let frame = self.shared_frame();
+                self.broadcast(frame, Delivery::Every);
+            }
+            News::Reachable(_) => {}
             News::Here(here) => self.all_elsewhere(here),
             News::Came(somebody) => self.came_elsewhere(somebody),
             News::Went { on, name } => self.went_elsewhere(&on, name),
