@@ -48,6 +48,18 @@ impl RedisServer {
         panic!("redis-server did not start on any of five ports");
     }
 
+    /// Starts one on `port`, which a box may already be trying to reach.
+    fn start_on(name: &str, port: u16) -> RedisServer {
+        let dir = temp_dir(&format!("redis-{name}"));
+        let child = spawn_redis(port, &dir, false).expect("redis-server starts on its port");
+        RedisServer {
+            child: Some(child),
+            port,
+            dir,
+            aof: false,
+        }
+    }
+
     /// Kills it (SIGKILL, by PID): a crash, or a machine gone.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -454,6 +466,36 @@ fn a_redis_restart_refuses_posts_meanwhile_then_goes_on() {
         assert_eq!(messages(&mut ann, 1).await, [(2, "after".to_owned())]);
         say(&mut bob, "and back").await;
         assert_eq!(messages(&mut ann, 1).await, [(3, "and back".to_owned())]);
+    });
+}
+
+#[test]
+fn a_box_started_before_its_redis_lets_people_in_and_goes_on_once_it_is_there() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut config = config();
+    config.redis = Some(RedisTarget {
+        host: "127.0.0.1".into(),
+        port,
+        db: 0,
+        username: None,
+        password: None,
+    });
+    let a = start(config);
+    smol::block_on(async {
+        assert_eq!(redis_health(a.addr).await, "down");
+        // The room waits a moment for a history that cannot come, then lets ann in.
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        assert!(!next_shared(&mut ann).await);
+        say(&mut ann, "too early").await;
+        assert_eq!(next_json(&mut ann).await["code"], "unavailable");
+
+        let _redis = RedisServer::start_on("late", port);
+        assert!(next_shared(&mut ann).await);
+        say(&mut ann, "now").await;
+        assert_eq!(messages(&mut ann, 1).await, [(1, "now".to_owned())]);
     });
 }
 
