@@ -499,6 +499,168 @@ fn a_box_started_before_its_redis_lets_people_in_and_goes_on_once_it_is_there() 
     });
 }
 
+/// Sends `{"text": text, "key": key}`.
+async fn say_keyed(ws: &mut Ws, text: &str, key: &str) {
+    use async_tungstenite::tungstenite::Message;
+    let frame = serde_json::json!({ "text": text, "key": key }).to_string();
+    ws.send(Message::text(frame)).await.expect("send");
+}
+
+/// Reads `n` chat messages; returns each one's id, text and key.
+async fn keyed_messages(ws: &mut Ws, n: usize) -> Vec<(u64, String, String)> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let m = next_message(ws).await;
+        seen.push((
+            m["id"].as_u64().unwrap(),
+            m["text"].as_str().unwrap().to_owned(),
+            m["key"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    seen
+}
+
+#[test]
+fn a_message_sent_again_with_its_key_is_kept_once() {
+    let redis = RedisServer::start("keys");
+    let a = start(redis.config(200));
+    let b = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+        say_keyed(&mut ann, "once", "k1").await;
+        say_keyed(&mut ann, "once", "k1").await;
+        say_keyed(&mut ann, "next", "k2").await;
+        let expected = vec![
+            (1, "once".to_owned(), "k1".to_owned()),
+            (2, "next".to_owned(), "k2".to_owned()),
+        ];
+        assert_eq!(keyed_messages(&mut bob, 2).await, expected);
+        assert_eq!(keyed_messages(&mut ann, 2).await, expected);
+    });
+}
+
+/// A TCP proxy in front of Redis that can stop passing Redis's answers on (dropping them):
+/// commands still arrive and run, their answers are lost, as when a network fails just so.
+struct AnswerCutter {
+    port: u16,
+    answers: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AnswerCutter {
+    fn start(redis: &RedisServer) -> AnswerCutter {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answers = Arc::new(AtomicBool::new(true));
+        let upstream = redis.port;
+        let flowing = answers.clone();
+        // Threads end when either side closes; the accepting one with the test process.
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut to_server, mut from_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(std::net::Shutdown::Both);
+                });
+                let flowing = flowing.clone();
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n @ 1..) = from_server.read(&mut buffer) {
+                        if flowing.load(Ordering::SeqCst)
+                            && to_client.write_all(&buffer[..n]).is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        AnswerCutter { port, answers }
+    }
+
+    fn pass_answers(&self, pass: bool) {
+        self.answers
+            .store(pass, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_post_kept_although_its_answer_was_lost_is_not_shown_twice() {
+    let redis = RedisServer::start("answer-lost");
+    let cutter = AnswerCutter::start(&redis);
+    let mut config = redis.config(200);
+    config.redis.as_mut().unwrap().port = cutter.port;
+    let a = start(config);
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        say_keyed(&mut ann, "first", "k0").await;
+        assert_eq!(keyed_messages(&mut ann, 1).await[0].0, 1);
+
+        cutter.pass_answers(false);
+        say_keyed(&mut ann, "once", "k1").await;
+        // Redis kept it, but the box never heard back: it tells ann it was not sent.
+        let refused = loop {
+            let frame = next_json(&mut ann).await;
+            if frame["type"] == "error" {
+                break frame;
+            }
+        };
+        assert_eq!(
+            (&refused["code"], &refused["key"]),
+            (&"unavailable".into(), &"k1".into()),
+            "{refused}"
+        );
+        cutter.pass_answers(true);
+        // So the page sends it again, with its key.
+        say_keyed(&mut ann, "once", "k1").await;
+        say_keyed(&mut ann, "next", "k2").await;
+        let expected = [
+            (2, "once".to_owned(), "k1".to_owned()),
+            (3, "next".to_owned(), "k2".to_owned()),
+        ];
+        assert_eq!(keyed_messages(&mut ann, 2).await, expected);
+    });
+}
+
+#[test]
+fn a_post_redis_does_not_answer_in_time_is_refused_with_its_key() {
+    let redis = RedisServer::start("lost-answer");
+    let a = start(redis.config(200));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        // Redis takes writes but answers none for 3 s: longer than a post waits (2 s).
+        redis_cli(&redis, &["CLIENT", "PAUSE", "3000", "WRITE"]);
+        say_keyed(&mut ann, "once", "k1").await;
+        let refused = next_json(&mut ann).await;
+        assert_eq!(
+            (&refused["code"], &refused["key"]),
+            (&"unavailable".into(), &"k1".into()),
+            "{refused}"
+        );
+        // The page sends it again with its key; Redis may have kept the first as well.
+        say_keyed(&mut ann, "once", "k1").await;
+        say_keyed(&mut ann, "next", "k2").await;
+        let seen = keyed_messages(&mut ann, 2).await;
+        assert_eq!(
+            seen,
+            [
+                (1, "once".to_owned(), "k1".to_owned()),
+                (2, "next".to_owned(), "k2".to_owned())
+            ]
+        );
+    });
+}
+
 #[test]
 fn ids_go_on_when_redis_loses_its_data() {
     let mut redis = RedisServer::start("amnesia");

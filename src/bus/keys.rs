@@ -3,6 +3,8 @@
 //!
 //! Per room `R` (room names are `[a-z0-9_-]`, so they never contain a `:`):
 //! - `smolchat:room:R:id`: the last id given in the room (a counter; INCR).
+//! - `smolchat:room:R:id:key:K`: the id of the message a sender gave key `K` (see
+//!   [`POST_SCRIPT`]), for ten minutes.
 //! - `smolchat:room:R:log`: the room's history, a stream capped at exactly `--history`
 //!   entries. Entry ids are `<message id>-0`, so a range of message ids is a range of the
 //!   stream; fields `p` (the author's person id) and `f` (the frame members receive).
@@ -31,13 +33,22 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
 const PREFIX: &str = "smolchat:room:";
 
 /// The posting script. KEYS: the id counter, the stream. ARGV: the frame before and after its
-/// id, the author's person id, the history length, the channel, and the last id the posting
-/// box has seen in the room. Redis runs a script alone, so the id, the append and the publish
+/// id, the author's person id, the history length, the channel, the last id the posting box
+/// has seen in the room, the sender's key for the message (empty: none) and how long a key is
+/// kept, in seconds. A key already kept (`smolchat:room:R:id:key:K`, holding its message's id)
+/// means the message was kept before: nothing is done and that id returned, so a message sent
+/// again after an answer was lost shows once, and no id is skipped. Redis runs a script alone, so the id, the append and the publish
 /// are one step: ids increase by one per room across all boxes, and the stream and the channel
 /// carry them in that order. `MAXLEN =` trims exactly: the stream never holds more than the
 /// history length. A counter behind what a box has seen (Redis lost its data: restarted
 /// without persistence) goes on from there, so ids never repeat. Returns the id.
 pub const POST_SCRIPT: &str = r"
+local key = nil
+if ARGV[7] ~= '' then
+  key = KEYS[1] .. ':key:' .. ARGV[7]
+  local before = redis.call('GET', key)
+  if before then return tonumber(before) end
+end
 local id = redis.call('INCR', KEYS[1])
 local seen = tonumber(ARGV[6])
 if id <= seen then
@@ -47,6 +58,9 @@ end
 local frame = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[4], id .. '-0', 'p', ARGV[3], 'f', frame)
 redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3] .. ' ' .. frame)
+if key then
+  redis.call('SET', key, id, 'EX', ARGV[8])
+end
 return id
 ";
 

@@ -152,6 +152,8 @@ pub enum News {
     Lost {
         /// The member's connection in the room.
         client: u64,
+        /// The member's key for the message, if it gave one.
+        key: Option<Box<str>>,
     },
 }
 
@@ -248,12 +250,14 @@ impl Link {
 
     /// Offers a message to Redis without waiting; it comes back as [`News::Said`] with its id
     /// (or as [`News::Lost`]). `client` said it, `person` is who they are, `seen` is the
-    /// room's last id here.
+    /// room's last id here; `key` is the sender's own for it: Redis keeps a message once per
+    /// key (see `keys::POST_SCRIPT`).
     pub fn post(
         &self,
         client: u64,
         person: u64,
         seen: u64,
+        key: Option<Box<str>>,
         frame: Unnumbered,
     ) -> Result<(), Refused> {
         let post = post::Post {
@@ -261,6 +265,7 @@ impl Link {
             client,
             person,
             seen,
+            key,
             frame,
             news: self.news_tx.clone(),
         };

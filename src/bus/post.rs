@@ -8,12 +8,12 @@
 //!
 //! A post Redis did not run is reported back to its room as [`News::Lost`], and the member
 //! is told it was not sent. A post whose answer was lost with the connection (Redis may have
-//! run it) is reported the same way: the page may offer to send it again, which can then show
-//! it twice; an idempotency key per post is not done yet.
+//! run it) is reported the same way; the page sends it again with the key it gave it, and the
+//! script keeps one message per key, so it shows once either way.
 
 use super::keys::{self, CONNECT_WAIT, POST_SCRIPT};
 use super::{Health, News};
-use crate::message::Unnumbered;
+use crate::message::{Unnumbered, KEY_LIFETIME_SECS};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisResult, Script, ServerErrorKind};
 use async_channel::{Receiver, Sender};
@@ -36,6 +36,8 @@ pub struct Post {
     pub person: u64,
     /// The room's last id on this box (ids go on from at least there).
     pub seen: u64,
+    /// The sender's key for the message, if any.
+    pub key: Option<Box<str>>,
     /// The frame, missing its id.
     pub frame: Unnumbered,
     /// The room's news channel, for [`News::Lost`].
@@ -123,7 +125,9 @@ async fn send(
             .arg(post.person)
             .arg(history)
             .arg(keys::channel(&post.room))
-            .arg(post.seen);
+            .arg(post.seen)
+            .arg(post.key.as_deref().unwrap_or(""))
+            .arg(KEY_LIFETIME_SECS);
     }
     pipe.query_async(connection).await
 }
@@ -165,6 +169,7 @@ async fn lose(posts: Vec<Post>) {
     for post in posts {
         let lost = News::Lost {
             client: post.client,
+            key: post.key,
         };
         // The room may have ended; then there is nobody to tell.
         let _ = post.news.send(lost).await;

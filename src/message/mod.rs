@@ -9,7 +9,7 @@ mod inbound;
 mod names;
 mod time;
 
-pub use inbound::{inbound, Action, Inbound};
+pub use inbound::{inbound, Action, Inbound, KEY_LIFETIME_SECS};
 pub use names::{display_name, mentions, valid_room};
 pub use time::timestamp;
 
@@ -46,6 +46,10 @@ pub enum Outbound<'a> {
         /// them; left out of the frame when there are none.
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         mentions: &'a [String],
+        /// The sender's own key for this message, if it gave one (see `inbound`): its page
+        /// knows the message arrived, and does not send it again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<&'a str>,
     },
     /// Someone entered the room (their first tab; a client also gets its own join).
     Join {
@@ -217,6 +221,10 @@ pub enum Outbound<'a> {
         code: &'a str,
         /// What happened, for people.
         text: &'a str,
+        /// For `unavailable`: the key of the message not sent, if it had one (sending it again
+        /// with that key never shows it twice).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<&'a str>,
     },
 }
 
@@ -396,6 +404,7 @@ mod tests {
             text: r#""id":0 is what I typed"#,
             when: "2026-11-25T19:21:32.123Z",
             mentions: &[],
+            key: None,
         };
         let halves = message(0).encode_unnumbered().unwrap();
         assert_eq!(halves.head, r#"{"type":"message","id":"#);
@@ -416,6 +425,7 @@ mod tests {
             text: "<b>\"hi\"</b>",
             when: "2026-11-25T19:21:32.123Z",
             mentions: &[],
+            key: None,
         }
         .encode();
         let value: serde_json::Value = serde_json::from_slice(json.bytes()).unwrap();
@@ -466,6 +476,7 @@ mod tests {
             room: "r",
             code: "slow_down",
             text: "wait",
+            key: None,
         }
         .encode();
         assert_eq!(
@@ -600,6 +611,7 @@ mod tests {
             text: "hi @bob",
             when: "t",
             mentions: &named,
+            key: None,
         }
         .encode();
         assert_eq!(

@@ -135,8 +135,13 @@ enum Event {
     Join(Box<Joining>),
     /// A client leaves the room.
     Leave { id: ClientId },
-    /// A client says something; the room stamps it and broadcasts it.
-    Forward { id: ClientId, text: String },
+    /// A client says something (with its own key for it, if it gave one); the room stamps it
+    /// and broadcasts it.
+    Forward {
+        id: ClientId,
+        text: String,
+        key: Option<Box<str>>,
+    },
     /// A client asks the room to do something (`moderate.rs` checks whether it may).
     Act {
         id: ClientId,
@@ -337,7 +342,7 @@ impl Room {
                     }
                 }
                 Wake::Event(Event::Leave { id }) => self.leave(id),
-                Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Event(Event::Forward { id, text, key }) => self.forward(id, text, key),
                 Wake::Event(Event::Act { id, action }) => self.act(id, *action).await,
                 Wake::Event(Event::Banish(banished)) => self.banish(&banished),
                 Wake::Event(Event::Whois { name, reply }) => {
@@ -466,13 +471,13 @@ impl Room {
         }
     }
 
-    fn forward(&mut self, id: ClientId, text: String) {
+    fn forward(&mut self, id: ClientId, text: String, key: Option<Box<str>>) {
         let from = id;
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.
         };
         if let Err((code, why)) = self.may_write(seat) {
-            self.tell(id, code, &why);
+            self.tell_keyed(id, code, &why, key.as_deref());
             return;
         }
         let author = seat.person;
@@ -490,15 +495,13 @@ impl Room {
                 text: &text,
                 when: &when,
                 mentions: &mentions,
+                key: key.as_deref(),
             }
             .encode_unnumbered()
             .expect("a message frame has an id");
-            if !link.connected()
-                || link
-                    .post(from, author, self.history.last_id(), frame)
-                    .is_err()
-            {
-                self.tell(from, "unavailable", UNAVAILABLE);
+            let seen = self.history.last_id();
+            if !link.connected() || link.post(from, author, seen, key.clone(), frame).is_err() {
+                self.tell_keyed(from, "unavailable", UNAVAILABLE, key.as_deref());
             }
             return;
         }
@@ -510,6 +513,7 @@ impl Room {
             text: &text,
             when: &when,
             mentions: &mentions,
+            key: key.as_deref(),
         }
         .encode_metered(&self.shared.meter);
         self.keep(id, &frame, author);
@@ -586,7 +590,9 @@ impl Room {
                 self.all_elsewhere(here);
             }
             News::Said(heard) => self.deliver(heard),
-            News::Lost { client } => self.tell(client, "unavailable", UNAVAILABLE),
+            News::Lost { client, key } => {
+                self.tell_keyed(client, "unavailable", UNAVAILABLE, key.as_deref())
+            }
             News::Reachable(up) if up != self.reachable => {
                 self.reachable = up;
                 let frame = self.shared_frame();

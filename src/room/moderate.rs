@@ -72,6 +72,11 @@ impl Room {
 
     /// Sends member `id` alone an `error` frame.
     pub(super) fn tell(&self, id: ClientId, code: &str, text: &str) {
+        self.tell_keyed(id, code, text, None);
+    }
+
+    /// [`Room::tell`], naming the key of the message it is about.
+    pub(super) fn tell_keyed(&self, id: ClientId, code: &str, text: &str, key: Option<&str>) {
         let Some(seat) = self.members.get(&id) else {
             return;
         };
@@ -79,6 +84,7 @@ impl Room {
             room: &self.name,
             code,
             text,
+            key,
         }
         .encode_metered(&self.shared.meter);
         if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {

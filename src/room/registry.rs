@@ -254,7 +254,23 @@ impl Member {
     /// Forwards `text` to the room. Waits while the room's queue is full.
     pub async fn say(&self, text: String) {
         // A room outlives its members, so this only fails during shutdown, when nothing matters.
-        let _ = self.room.send(Event::Forward { id: self.id, text }).await;
+        let forward = Event::Forward {
+            id: self.id,
+            text,
+            key: None,
+        };
+        let _ = self.room.send(forward).await;
+    }
+
+    /// Forwards `text` with the sender's `key` for it (see `message::Inbound::SayOnce`).
+    pub async fn say_once(&self, text: String, key: String) {
+        let forward = Event::Forward {
+            id: self.id,
+            text,
+            key: Some(key.into_boxed_str()),
+        };
+        // As in `say`: this only fails during shutdown.
+        let _ = self.room.send(forward).await;
     }
 
     /// Asks the room to carry out `action` (it checks whether this member may).
