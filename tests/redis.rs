@@ -100,11 +100,17 @@ impl Drop for RedisServer {
 /// Starts `redis-server` on `port` with its files in `dir`, and waits until its log says it is
 /// ready; `None` if it exited first (the port was taken).
 fn spawn_redis(port: u16, dir: &std::path::Path, aof: bool) -> Option<Child> {
+    spawn_redis_with(port, dir, aof, &[])
+}
+
+/// [`spawn_redis`] with more options for `redis-server`.
+fn spawn_redis_with(port: u16, dir: &std::path::Path, aof: bool, more: &[&str]) -> Option<Child> {
     let aof = if aof { "yes" } else { "no" };
     let mut child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", aof, "--appendfsync", "always"])
         .args(["--daemonize", "no"])
+        .args(more)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped())
@@ -788,6 +794,45 @@ fn a_box_that_dies_leaves_presence_within_the_expiry() {
             (&went["type"], &went["name"], &went["people"]),
             (&"leave".into(), &"ann".into(), &1.into())
         );
+    });
+}
+
+#[test]
+fn a_password_protected_redis_takes_the_password_and_refuses_a_wrong_one() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let dir = temp_dir("redis-password");
+    let child = spawn_redis_with(port, &dir, false, &["--requirepass", "s3cret"]);
+    // Stopped on drop, even if the test fails.
+    let _redis = RedisServer {
+        child: Some(child.expect("redis-server starts")),
+        port,
+        dir,
+        aof: false,
+    };
+    let target = |password: &str| RedisTarget {
+        host: "127.0.0.1".into(),
+        port,
+        db: 0,
+        username: None,
+        password: Some(password.into()),
+    };
+    let good = start(smolchat::Config {
+        redis: Some(target("s3cret")),
+        ..config()
+    });
+    let bad = start(smolchat::Config {
+        redis: Some(target("wrong")),
+        ..config()
+    });
+    smol::block_on(async {
+        until_redis_is(good.addr, "up").await;
+        let mut ann = join(good.addr, "lobby", "ann").await;
+        say(&mut ann, "signed in").await;
+        assert_eq!(messages(&mut ann, 1).await, [(1, "signed in".to_owned())]);
+        assert_eq!(redis_health(bad.addr).await, "down");
     });
 }
 
