@@ -9,12 +9,15 @@
 //! - `post` hands each message to Redis: one Lua script (`keys.rs`) increments the room's id,
 //!   appends the frame with that id to the room's capped stream, and publishes it, in one
 //!   atomic step, so there is one order and no gap. A room offers a post without waiting
-//!   ([`Link::post`]); a post Redis did not take comes back as [`News::Lost`].
+//!   ([`Link::post`]); a post Redis did not take comes back as [`News::Lost`]. A message
+//!   sent again with the sender's key is kept once (the script remembers keys).
 //! - `listen` holds one subscription connection for the box, subscribed to the channel of each
 //!   room running here, and brings each room its history ([`News::Opened`]) and then every
 //!   message in id order ([`News::Said`]) into the room's own news channel, which the room's
 //!   loop reads beside its events. A room delivers a message, its own members' too, only when
 //!   it comes back from Redis with its id: the same messages, order and ids on every box.
+//!   It also tells every room when the box loses Redis and has it again
+//!   ([`News::Reachable`]), so members hear of it and their pages hold their composers shut.
 //!
 //! Why publish and not every box reading the stream: one subscription per box serves every
 //! room, a blocking stream read would need a connection per room, and publishing from the
