@@ -137,9 +137,10 @@ enum Event {
     Leave { id: ClientId },
     /// A client says something (with its own key for it, if it gave one); the room stamps it
     /// and broadcasts it.
+    /// Boxed strs, not Strings: every slot of the channel is the size of the largest event.
     Forward {
         id: ClientId,
-        text: String,
+        text: Box<str>,
         key: Option<Box<str>>,
     },
     /// A client asks the room to do something (`moderate.rs` checks whether it may).
@@ -471,7 +472,7 @@ impl Room {
         }
     }
 
-    fn forward(&mut self, id: ClientId, text: String, key: Option<Box<str>>) {
+    fn forward(&mut self, id: ClientId, text: Box<str>, key: Option<Box<str>>) {
         let from = id;
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.

@@ -256,7 +256,7 @@ impl Member {
         // A room outlives its members, so this only fails during shutdown, when nothing matters.
         let forward = Event::Forward {
             id: self.id,
-            text,
+            text: text.into_boxed_str(),
             key: None,
         };
         let _ = self.room.send(forward).await;
@@ -266,7 +266,7 @@ impl Member {
     pub async fn say_once(&self, text: String, key: String) {
         let forward = Event::Forward {
             id: self.id,
-            text,
+            text: text.into_boxed_str(),
             key: Some(key.into_boxed_str()),
         };
         // As in `say`: this only fails during shutdown.
