@@ -342,7 +342,9 @@ where
             Some(Err(error)) => return close_for(&error, reader.limits),
         };
         match &said {
-            Inbound::Say(text) if text.trim().is_empty() => continue,
+            Inbound::Say(text) | Inbound::SayOnce { text, .. } if text.trim().is_empty() => {
+                continue
+            }
             Inbound::Unreadable(why) => {
                 let text = format!("This request cannot be read: {why}.");
                 tell(&reader, "bad_action", &text);
@@ -370,6 +372,7 @@ where
         }
         match said {
             Inbound::Say(text) => Box::pin(reader.member.say(text)).await,
+            Inbound::SayOnce { text, key } => Box::pin(reader.member.say_once(text, key)).await,
             Inbound::Act(action) => Box::pin(reader.member.act(action)).await,
             Inbound::Unreadable(_) => {}
         }
@@ -382,6 +385,7 @@ fn tell(reader: &Reader<'_>, code: &str, text: &str) {
         room: &reader.client.room,
         code,
         text,
+        key: None,
     }
     .encode();
     let limit = reader.limits.queue + reader.limits.history + 1;
@@ -645,6 +649,7 @@ mod tests {
             room: "r",
             code: "c",
             text,
+            key: None,
         }
         .encode()
     }

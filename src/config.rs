@@ -62,6 +62,11 @@ OPTIONS:
   --wifi-ssid SSID          the Wi-Fi network to offer as a QR code on the invite card
   --wifi-password-file FILE read that network's password from the first line of FILE
                             (without it the network is offered as open)
+  --redis URL               share rooms with every box pointing at the same Redis:
+                            redis://[user[:password]@]host[:port][/db] [default: none,
+                            rooms are this box's alone]
+  --redis-password-file FILE
+                            read the Redis password from the first line of FILE
   --self-test               measure this machine: start a server, load it, print figures
   --trace                   narrate room events to stdout
   --log-level LEVEL         off, error, warn, info, debug or trace [default: info;
@@ -140,8 +145,55 @@ pub struct Config {
     pub wifi_ssid: Option<String>,
     /// That network's password; `None`: an open network.
     pub wifi_password: Option<String>,
+    /// The Redis that rooms are shared through (`--redis`); `None`: rooms are this box's
+    /// alone and nothing of the bus runs.
+    pub redis: Option<RedisTarget>,
     /// The file given with `--config`, read again on SIGHUP (see `reload`).
     pub config_file: Option<PathBuf>,
+}
+
+/// Where the shared Redis is, from `--redis` (and `--redis-password-file`). Parsed here so a
+/// bad value stops the server at start, with the value named.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port [default: 6379].
+    pub port: u16,
+    /// The database number [default: 0].
+    pub db: i64,
+    /// The ACL user, if any.
+    pub username: Option<String>,
+    /// The password, if any (from the URL or the file; the file wins).
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RedisTarget {
+    // Never the password: configs are logged and printed in test failures.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl fmt::Display for RedisTarget {
+    /// The URL without its password, for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("redis://")?;
+        if let Some(user) = &self.username {
+            write!(f, "{user}@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}/{}", self.host, self.port, self.db)
+        } else {
+            write!(f, "{}:{}/{}", self.host, self.port, self.db)
+        }
+    }
 }
 
 impl Default for Config {
@@ -178,6 +230,7 @@ impl Default for Config {
             public_url: None,
             wifi_ssid: None,
             wifi_password: None,
+            redis: None,
             config_file: None,
         }
     }
@@ -209,7 +262,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Options that take a value: their config-file name and their flag.
-const VALUE_OPTIONS: [(&str, &str); 29] = [
+const VALUE_OPTIONS: [(&str, &str); 31] = [
     ("addr", "--addr"),
     ("threads", "--threads"),
     ("queue", "--queue"),
@@ -239,6 +292,8 @@ const VALUE_OPTIONS: [(&str, &str); 29] = [
     ("public-url", "--public-url"),
     ("wifi-ssid", "--wifi-ssid"),
     ("wifi-password-file", "--wifi-password-file"),
+    ("redis", "--redis"),
+    ("redis-password-file", "--redis-password-file"),
 ];
 
 /// Largest accepted `--max-message-bytes`: a chat message, not a file transfer.
@@ -328,6 +383,16 @@ pub fn parse(args: Vec<OsString>, env_level: Option<&str>) -> Result<Command, Co
         settings.config.files = false;
     }
     settings.config.config_file = config_file;
+    if let Some(password) = settings.redis_password.take() {
+        match &mut settings.config.redis {
+            Some(redis) => redis.password = Some(password),
+            None => {
+                return Err(ConfigError(
+                    "--redis-password-file: there is no --redis to use it with".into(),
+                ))
+            }
+        }
+    }
     let config = settings.config;
     if config.admin_passcode.is_some() && config.admin_passcode == config.passcode {
         return Err(ConfigError(
@@ -346,6 +411,9 @@ fn flag_error(e: pico_args::Error) -> ConfigError {
 #[derive(Default)]
 struct Settings {
     config: Config,
+    /// From `--redis-password-file`, wherever it came: put into `--redis`'s target at the end,
+    /// so it wins whichever of the two was given first.
+    redis_password: Option<String>,
 }
 
 impl Settings {
@@ -477,6 +545,16 @@ impl Settings {
                     return Err(format!("the password in {value} is not 8-63 characters"));
                 }
                 c.wifi_password = Some(password.to_owned());
+            }
+            "redis" => c.redis = Some(parse_redis_url(value)?),
+            "redis-password-file" => {
+                let text = std::fs::read_to_string(value)
+                    .map_err(|e| format!("cannot read {value}: {e}"))?;
+                let password = text.lines().next().unwrap_or("");
+                if password.is_empty() {
+                    return Err(format!("the first line of {value} is empty"));
+                }
+                self.redis_password = Some(password.to_owned());
             }
             "log-level" => {
                 c.log_level = value.parse().map_err(|_| {
@@ -621,6 +699,82 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         "false" | "no" | "off" | "0" => Ok(false),
         _ => Err(format!("'{value}' is not true or false")),
     }
+}
+
+/// Parses `redis://[user[:password]@]host[:port][/db]` (user and password percent-encoded).
+/// Errors name the value, with the password left out.
+fn parse_redis_url(value: &str) -> Result<RedisTarget, String> {
+    let shown = match (value.find("://"), value.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("redis://…{}", &value[at..]),
+        _ => value.to_owned(),
+    };
+    let bad = |why: &str| format!("'{shown}' is not a Redis URL like redis://host:6379/0: {why}");
+    let rest = value
+        .strip_prefix("redis://")
+        .ok_or_else(|| bad("it must start with redis:// (no TLS, no unix sockets)"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) {
+        return Err(bad("no query or fragment, please"));
+    }
+    let db = match path {
+        "" => 0,
+        digits => digits
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=1_000_000).contains(n))
+            .ok_or_else(|| bad("the database is a number"))?,
+    };
+    let (credentials, host_port) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| bad("user and password are percent-encoded UTF-8"))
+    };
+    let (username, password) = match credentials {
+        None => (None, None),
+        Some(text) => {
+            let (user, password) = match text.split_once(':') {
+                Some((user, password)) => (user, Some(decode(password)?)),
+                None => (text, None),
+            };
+            let user = Some(decode(user)?).filter(|u| !u.is_empty());
+            (user, password.filter(|p| !p.is_empty()))
+        }
+    };
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad("it names no host"));
+    }
+    let port = match port {
+        None => 6379,
+        Some(digits) => digits
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad("the port is a number 1-65535"))?,
+    };
+    Ok(RedisTarget {
+        host: host.to_owned(),
+        port,
+        db,
+        username,
+        password,
+    })
 }
 
 /// Normalises an origin to lowercase `scheme://host[:port]`, the form browsers send.
@@ -1009,6 +1163,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read config file"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls_parse_and_bad_ones_are_named() {
+        assert_eq!(run(&[]).unwrap().redis, None);
+        let target = |url: &str| run(&["--redis", url]).unwrap().redis.unwrap();
+        let plain = target("redis://10.0.0.5");
+        assert_eq!(
+            (
+                plain.host.as_str(),
+                plain.port,
+                plain.db,
+                plain.username,
+                plain.password
+            ),
+            ("10.0.0.5", 6379, 0, None, None)
+        );
+        let full = target("redis://chat:s%40cret@redis.lan:6380/3");
+        assert_eq!(
+            (full.host.as_str(), full.port, full.db),
+            ("redis.lan", 6380, 3)
+        );
+        assert_eq!(full.username.as_deref(), Some("chat"));
+        assert_eq!(full.password.as_deref(), Some("s@cret"));
+        // Debug and Display never show the password.
+        assert!(
+            !format!("{full:?}{full}").contains("cret"),
+            "{full:?} {full}"
+        );
+        assert_eq!(full.to_string(), "redis://chat@redis.lan:6380/3");
+        let only_password = target("redis://:pw@[::1]:7000/");
+        assert_eq!(only_password.host, "::1");
+        assert_eq!((only_password.port, only_password.username), (7000, None));
+        assert_eq!(only_password.password.as_deref(), Some("pw"));
+
+        let err = |url: &str| run(&["--redis", url]).unwrap_err().to_string();
+        for bad in [
+            "localhost:6379",
+            "rediss://host",
+            "redis://",
+            "redis://host:port",
+            "redis://host:0",
+            "redis://host/db",
+            "redis://host/0?timeout=1",
+        ] {
+            let e = err(bad);
+            assert!(e.starts_with("--redis: '"), "{bad}: {e}");
+            assert!(e.contains("not a Redis URL"), "{bad}: {e}");
+        }
+        // The value is named, but not its password.
+        let e = err("redis://ann:hunter2@host:x");
+        assert!(e.contains("host:x") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn the_redis_password_file_wins_and_needs_redis() {
+        let path = temp_file("redis-password", "from-file\nignored\n");
+        let file = path.to_str().unwrap();
+        for args in [
+            [
+                "--redis",
+                "redis://:in-url@h",
+                "--redis-password-file",
+                file,
+            ],
+            [
+                "--redis-password-file",
+                file,
+                "--redis",
+                "redis://:in-url@h",
+            ],
+        ] {
+            let redis = run(&args).unwrap().redis.unwrap();
+            assert_eq!(redis.password.as_deref(), Some("from-file"));
+        }
+        let config = temp_file(
+            "redis-conf",
+            &format!("redis = redis://h:1\nredis-password-file = {file}\n"),
+        );
+        let redis = run(&["--config", config.to_str().unwrap()])
+            .unwrap()
+            .redis
+            .unwrap();
+        assert_eq!(
+            (redis.port, redis.password.as_deref()),
+            (1, Some("from-file"))
+        );
+        let e = run(&["--redis-password-file", file])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no --redis"), "{e}");
+        let e = run(&[
+            "--redis",
+            "redis://h",
+            "--redis-password-file",
+            "/nonexistent/pw",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--redis-password-file") && e.contains("/nonexistent/pw"),
+            "{e}"
+        );
     }
 
     #[test]

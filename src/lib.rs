@@ -13,6 +13,8 @@
 //!   per minute).
 //! - `client`: one WebSocket's read and write tasks and limits; `coalesce` gathers its writes.
 //! - `room/`: the room loop (join / leave / forward), its registry, keepalive and presence.
+//! - `bus/`: how a room's messages leave and reach the box: local, or shared over Redis
+//!   (`--redis`); rooms talk to the bus, never to Redis.
 //! - [`invite`]: the URLs the box is reachable at, the Wi-Fi string, QR codes.
 //! - `history/`: each room's ring of recent messages and its file on disk, with tombstones.
 //! - `message/`: the wire protocol (outbound frames, inbound text and actions, names, time).
@@ -23,8 +25,8 @@
 //! - [`trace`]: the book's tracer.
 //! - `atomic`: 64-bit counters on boards without 64-bit atomics (32-bit MIPS).
 //!
-//! Imports flow one way: server → http/web → client/room → message/stats/trace; web also uses
-//! addresses, which knows no HTTP.
+//! Imports flow one way: server → http/web → client/room → bus → message/stats/trace; web also
+//! uses addresses, which knows no HTTP.
 
 // The one exception: registering sockets with a poller (`loadgen::receivers`).
 #![deny(unsafe_code)]
@@ -32,6 +34,7 @@
 
 mod addresses;
 mod atomic;
+mod bus;
 mod client;
 mod coalesce;
 pub mod config;

@@ -365,6 +365,7 @@ mod tests {
             text: "t",
             when: "w",
             mentions: &[],
+            key: None,
         }
         .encode()
     }

@@ -74,6 +74,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Reloaded) {
         public_url,
         wifi_ssid,
         wifi_password,
+        redis,
         // The same command line names the same file: nothing to compare.
         config_file: _,
     } = new;
@@ -128,6 +129,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Reloaded) {
         public_url "public-url",
         wifi_ssid "wifi-ssid",
         wifi_password "wifi-password-file",
+        redis "redis",
     );
     (merged, done)
 }

@@ -5,6 +5,7 @@
 //! [`crate::http`] with the tide app from [`crate::web`], on a smol executor run by
 //! `--threads` named threads. [`Server::reload`] applies a re-read config while it runs.
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::files::{self, Files};
 use crate::history::Store;
@@ -121,6 +122,16 @@ impl Server {
                     },
                     moderation: moderation.clone(),
                     files: files.clone(),
+                    bus: match &config.redis {
+                        Some(target) => Bus::connect(
+                            target,
+                            config.history,
+                            &session::hex(&session::new_secret()[..8]),
+                            &executor,
+                            meter.clone(),
+                        ),
+                        None => Bus::Local,
+                    },
                 },
                 signal.clone(),
             ),

@@ -32,6 +32,14 @@
   let pulling = null;
   let replayedUntil = 0;       // messages up to this id are history, not news (from welcome)
   let online = false;
+  let sharedUp = true;         // rooms shared across boxes: this box reaches the others
+  // Messages sent and not yet seen back, by the key each was sent with. One the server says
+  // was not sent (`unavailable`: a room shared across boxes cut off from them) is sent again
+  // with the same key once the room can send, and the server keeps each key's message once,
+  // so it shows once even if the first sending was kept after all. At most MAX_TRIES each.
+  const pending = new Map();   // key -> { text, tries }
+  const MAX_TRIES = 3;
+  let resendTimer = null;
   let refused = false;         // closed for good (name taken, kicked, banned): no reconnecting
   window.smolchat.members = () => [...members].filter((n) => n !== myName);
 
@@ -177,9 +185,58 @@
   }
 
   function updateComposer() {
-    const open = online && (!moderation || moderation.writable());
+    const open = online && sharedUp && (!moderation || moderation.writable());
     text.disabled = !open;
     send.disabled = !open;
+  }
+
+  // Rooms shared across boxes: while this box cannot reach the others, say so above the chat and
+  // hold the composer shut (the server would refuse what is sent).
+  const sharedNote = document.createElement("p");
+  sharedNote.id = "shared-down";
+  sharedNote.className = "banner";
+  sharedNote.setAttribute("role", "alert");
+  sharedNote.hidden = true;
+  sharedNote.textContent = t("sharedDown");
+  document.querySelector("header").after(sharedNote);
+  function showShared(up) {
+    sharedUp = up;
+    sharedNote.hidden = up;
+    updateComposer();
+  }
+
+  function newKey() {
+    const bytes = new Uint8Array(8);
+    crypto.getRandomValues(bytes);
+    return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** Sends again what the server said it did not send, once it can; false if it cannot yet. */
+  function resendPending() {
+    clearTimeout(resendTimer);
+    resendTimer = null;
+    if (!sharedUp || !socket || socket.readyState !== WebSocket.OPEN) return false;
+    for (const [key, sending] of pending) {
+      if (!sending.refused) continue;
+      sending.refused = false;
+      sending.tries += 1;
+      socket.send(JSON.stringify({ text: sending.text, key }));
+    }
+    return true;
+  }
+
+  /** A refusal naming one of our messages: kept for sending again, or given up. */
+  function refusedMessage(m) {
+    const sending = pending.get(m.key);
+    if (!sending) return;
+    if (m.code !== "unavailable" || sending.tries >= MAX_TRIES) {
+      pending.delete(m.key);
+      return;
+    }
+    sending.refused = true;
+    // Cut off (a `shared` frame came or comes): sent when it is back. Otherwise the answer was
+    // slow or lost: try again in a moment.
+    if (sharedUp && !resendTimer) resendTimer = setTimeout(resendPending, 3000);
   }
 
   function scheduleReconnect() {
@@ -207,6 +264,8 @@
     ws.onmessage = (event) => {
       let m;
       try { m = JSON.parse(event.data); } catch { return; }
+      if (m.type === "message" && m.key) pending.delete(m.key);
+      if (m.type === "error" && m.key) refusedMessage(m);
       if (moderation && moderation.frame(m)) return;
       if (m.type === "welcome") replayedUntil = m.last_id;
       if (m.type === "message" || (m.type === "file" && window.smolchatShare)) {
@@ -215,6 +274,7 @@
           showMessage(m);
         }
       } else if (m.type === "welcome") {
+        showShared(true); // a `shared` frame follows if this box is cut off
         members = new Set(m.members);
         members.add(m.name);
         people = m.people ?? members.size;
@@ -235,8 +295,13 @@
         people = m.people ?? members.size;
         if (members.size !== people) membersPartial = true;
         showPeople();
+      } else if (m.type === "shared") {
+        showShared(Boolean(m.up));
+        if (m.up) resendPending();
       } else if (m.type === "activity") {
         rooms.activity(m);
+      } else if (m.type === "error" && m.code === "unavailable" && pending.has(m.key)) {
+        showEvent(t("notSentYet"), "warn");
       } else if (m.type === "error") {
         showEvent(m.text, "warn");
       } else if (m.type === "join" || m.type === "leave") {
@@ -289,7 +354,9 @@
   function sendMessage() {
     const value = text.value;
     if (!value.trim() || !socket || socket.readyState !== WebSocket.OPEN) return;
-    socket.send(JSON.stringify({ text: value }));
+    const key = newKey();
+    pending.set(key, { text: value, tries: 1, refused: false });
+    socket.send(JSON.stringify({ text: value, key }));
     text.value = "";
     text.style.height = "";
   }

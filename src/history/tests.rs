@@ -17,6 +17,7 @@ fn entry(id: u64) -> Entry {
         text: &text,
         when: "t",
         mentions: &[],
+        key: None,
     }
     .encode();
     Entry {

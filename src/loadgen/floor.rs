@@ -105,6 +105,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
                             text: &text,
                             when: &when,
                             mentions: &[],
+                            key: None,
                         }
                         .encode();
                         let mut bytes = Vec::with_capacity(json.bytes().len() + 4);

@@ -1,16 +1,32 @@
 //! What a browser sends: chat text, or a request to act on the room (`{"action": ...}`).
 //!
-//! Chat is `{"text": "..."}`, or any other text taken whole (the book's client sends plain
+//! Chat is `{"text": "..."}` (with an optional `"key"`: the page's own id for the message, see
+//! [`Inbound::SayOnce`]), or any other text taken whole (the book's client sends plain
 //! text; JSON that is not ours is somebody's words, shown as typed). An object with an
 //! `action` is a request: the room decides whether the sender may (see `room::moderate`).
 
 use serde::Deserialize;
+
+/// How long a message's key keeps a second sending out, in seconds.
+pub const KEY_LIFETIME_SECS: u64 = 600;
+/// Longest key, in bytes.
+const KEY_LIMIT: usize = 64;
 
 /// One inbound text frame, understood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     /// Something to say in the room.
     Say(String),
+    /// Something to say, with the sender's key for it (1-64 of `A-Z a-z 0-9 - _`): in a room
+    /// shared across boxes, what is sent again with the same key within [`KEY_LIFETIME_SECS`]
+    /// is kept once (a page sends again what it was told was not sent, which may have been
+    /// kept after all). The key comes back in the message frame.
+    SayOnce {
+        /// What to say.
+        text: String,
+        /// The sender's key.
+        key: String,
+    },
     /// Something to do to the room.
     Act(Action),
     /// An `action` object we cannot read: why, for the error frame.
@@ -151,6 +167,7 @@ pub fn inbound(frame: &str) -> Inbound {
     #[derive(Deserialize)]
     struct Probe {
         text: Option<String>,
+        key: Option<String>,
         action: Option<serde::de::IgnoredAny>,
     }
     match serde_json::from_str::<Probe>(frame) {
@@ -161,15 +178,44 @@ pub fn inbound(frame: &str) -> Inbound {
             Err(e) => Inbound::Unreadable(e.to_string()),
         },
         Ok(Probe {
+            text: Some(text),
+            key: Some(key),
+            ..
+        }) if valid_key(&key) => Inbound::SayOnce { text, key },
+        Ok(Probe {
             text: Some(text), ..
         }) => Inbound::Say(text),
         _ => Inbound::Say(frame.to_owned()),
     }
 }
 
+/// A key is short and plain: it becomes part of a Redis key name.
+fn valid_key(key: &str) -> bool {
+    (1..=KEY_LIMIT).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_comes_with_the_text_when_it_is_plain() {
+        assert_eq!(
+            inbound(r#"{"text":"hi","key":"k-1_Z"}"#),
+            Inbound::SayOnce {
+                text: "hi".into(),
+                key: "k-1_Z".into()
+            }
+        );
+        // A key that is not plain is left out, the text kept.
+        for bad in ["", "a:b", "ü", &"k".repeat(65)] {
+            let frame = serde_json::json!({ "text": "hi", "key": bad }).to_string();
+            assert_eq!(inbound(&frame), Inbound::Say("hi".into()), "{bad}");
+        }
+    }
 
     #[test]
     fn json_and_plain_frames_both_carry_text() {

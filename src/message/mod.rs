@@ -9,7 +9,7 @@ mod inbound;
 mod names;
 mod time;
 
-pub use inbound::{inbound, Action, Inbound};
+pub use inbound::{inbound, Action, Inbound, KEY_LIFETIME_SECS};
 pub use names::{display_name, mentions, valid_room};
 pub use time::timestamp;
 
@@ -46,6 +46,10 @@ pub enum Outbound<'a> {
         /// them; left out of the frame when there are none.
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         mentions: &'a [String],
+        /// The sender's own key for this message, if it gave one (see `inbound`): its page
+        /// knows the message arrived, and does not send it again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<&'a str>,
     },
     /// Someone entered the room (their first tab; a client also gets its own join).
     Join {
@@ -172,6 +176,15 @@ pub enum Outbound<'a> {
         /// Only hosts may write.
         locked: bool,
     },
+    /// Rooms shared across boxes only: whether this box reaches the others (through Redis).
+    /// While `up` is false, messages are refused (`error` code `unavailable`) and the page
+    /// holds its composer shut. Sent when it changes, and after the welcome while it is down.
+    Shared {
+        /// The room.
+        room: &'a str,
+        /// The other boxes can be reached.
+        up: bool,
+    },
     /// The bans and mutes in force, answered to the host who asked.
     Bans {
         /// The room the question came from.
@@ -202,10 +215,16 @@ pub enum Outbound<'a> {
         room: &'a str,
         /// What happened, for programs: `slow_down` (messages held back for sending too fast),
         /// `forbidden` (hosts only), `muted`, `locked`, `too_late` (past the delete window),
-        /// `not_found` (no such message or person), `bad_action` (an unreadable request).
+        /// `not_found` (no such message or person), `bad_action` (an unreadable request),
+        /// `unavailable` (a shared room's Redis cannot be reached: the message was not sent),
+        /// `unsupported` (not available in a room shared across boxes yet).
         code: &'a str,
         /// What happened, for people.
         text: &'a str,
+        /// For `unavailable`: the key of the message not sent, if it had one (sending it again
+        /// with that key never shows it twice).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<&'a str>,
     },
 }
 
@@ -268,6 +287,38 @@ impl Outbound<'_> {
     }
 }
 
+/// A `message` or `file` frame whose id is not known yet: its JSON before and after the id's
+/// digits. With rooms shared over Redis the id is assigned there, in the same step that keeps
+/// the message, and put between the two halves (`bus/`); every box then sends the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unnumbered {
+    /// Everything up to and including `"id":`.
+    pub head: String,
+    /// Everything after the id.
+    pub tail: String,
+}
+
+impl Outbound<'_> {
+    /// Encodes a `message` or `file` frame given with id 0 as its two halves around the id.
+    /// `None` for other frames (they carry no id of a kept message).
+    pub fn encode_unnumbered(&self) -> Option<Unnumbered> {
+        match self {
+            Outbound::Message { id: 0, .. } | Outbound::File { id: 0, .. } => {}
+            _ => return None,
+        }
+        let json = self.encode();
+        let json = json.bytes();
+        let json = std::str::from_utf8(json).expect("JSON is UTF-8");
+        // The tag comes first and the id second (declaration order), so the first `"id":0` is
+        // the id, before any text a person wrote.
+        let at = json.find(r#""id":0"#)? + r#""id":"#.len();
+        Some(Unnumbered {
+            head: json[..at].to_owned(),
+            tail: json[at + 1..].to_owned(),
+        })
+    }
+}
+
 /// A frame's bytes that give their charge back when the last clone goes.
 struct Metered {
     json: String,
@@ -312,6 +363,28 @@ impl Encoded {
         self.0.clone()
     }
 
+    /// A frame as the bus brings it (from Redis), charged to `meter`; `None` unless UTF-8.
+    pub fn from_bus(bytes: Vec<u8>, meter: &Arc<Meter>) -> Option<Encoded> {
+        String::from_utf8(bytes)
+            .ok()
+            .map(|json| Encoded::metered(json, meter))
+    }
+
+    /// Who said a `message` frame and whom it mentions (for news in other rooms); `None` for
+    /// other frames.
+    pub fn author_and_mentions(&self) -> Option<(String, Vec<String>)> {
+        #[derive(serde::Deserialize)]
+        struct Said {
+            #[serde(rename = "type")]
+            kind: String,
+            name: String,
+            #[serde(default)]
+            mentions: Vec<String>,
+        }
+        let said: Said = serde_json::from_slice(self.bytes()).ok()?;
+        (said.kind == "message" || said.kind == "file").then_some((said.name, said.mentions))
+    }
+
     /// A frame read back from the history store; `None` unless it is UTF-8.
     pub fn from_stored(bytes: Bytes) -> Option<Encoded> {
         Utf8Bytes::try_from(bytes).ok().map(Encoded)
@@ -323,6 +396,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unnumbered_frame_takes_its_id_between_its_halves() {
+        let message = |id| Outbound::Message {
+            id,
+            room: "lobby",
+            name: "ann",
+            text: r#""id":0 is what I typed"#,
+            when: "2026-11-25T19:21:32.123Z",
+            mentions: &[],
+            key: None,
+        };
+        let halves = message(0).encode_unnumbered().unwrap();
+        assert_eq!(halves.head, r#"{"type":"message","id":"#);
+        let joined = format!("{}{}{}", halves.head, 4711, halves.tail);
+        assert_eq!(joined.as_bytes(), message(4711).encode().bytes().as_ref());
+        // Only frames of kept messages, and only while unnumbered.
+        assert_eq!(message(3).encode_unnumbered(), None);
+        let notice = Outbound::Delete { room: "r", id: 0 };
+        assert_eq!(notice.encode_unnumbered(), None);
+    }
+
+    #[test]
     fn outbound_messages_have_the_documented_shape() {
         let json = Outbound::Message {
             id: 7,
@@ -331,6 +425,7 @@ mod tests {
             text: "<b>\"hi\"</b>",
             when: "2026-11-25T19:21:32.123Z",
             mentions: &[],
+            key: None,
         }
         .encode();
         let value: serde_json::Value = serde_json::from_slice(json.bytes()).unwrap();
@@ -381,6 +476,7 @@ mod tests {
             room: "r",
             code: "slow_down",
             text: "wait",
+            key: None,
         }
         .encode();
         assert_eq!(
@@ -515,6 +611,7 @@ mod tests {
             text: "hi @bob",
             when: "t",
             mentions: &named,
+            key: None,
         }
         .encode();
         assert_eq!(

@@ -50,6 +50,14 @@ impl Room {
         }
         self.members.clear();
         self.presence.clear();
+        // Shared rooms: other boxes hear these names go now, not when this box's presence
+        // expires (best effort: the bus may stop first).
+        if let Some(link) = &self.link {
+            for (_, (name, _)) in self.here.drain() {
+                link.release(&name);
+            }
+        }
+        self.elsewhere.clear();
         self.people.store(0, Ordering::Relaxed);
     }
 }

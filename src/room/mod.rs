@@ -22,6 +22,7 @@
 //! out what hosts (and authors deleting their own words) ask for; `notices` tells a person, in
 //! their other rooms, of a direct message or a mention; `share` announces shared files.
 
+mod elsewhere;
 mod keepalive;
 pub mod limits;
 mod moderate;
@@ -37,6 +38,7 @@ pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
 pub use share::SharedFile;
 
+use crate::bus::{Heard, Link, News};
 use crate::history::{Entry, Origin, Ring};
 use crate::message::{mentions, timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::meter::SLOT_BYTES;
@@ -51,12 +53,18 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Events a room's channel holds before senders wait. Forwards beyond it make the sending
 /// client's reader wait, which in turn stops reading its socket: backpressure, not memory.
 /// The channel allocates every slot up front, so this is also a per-room memory cost.
 const ROOM_EVENT_QUEUE: usize = 64;
+/// How long a shared room waits for its history from the bus before it lets people in
+/// without it (Redis is unreachable; the history arrives when it is back).
+const OPEN_WAIT: Duration = Duration::from_secs(3);
+/// What a member is told when their message cannot reach Redis.
+const UNAVAILABLE: &str =
+    "Not sent: the chat cannot reach its shared server right now. Try again in a moment.";
 /// When memory runs short, members this many frames behind, or half as far as the furthest
 /// behind if that is more, are let go; members that keep up are never this far behind.
 const BACKLOG_FLOOR: usize = 16;
@@ -107,6 +115,9 @@ pub enum JoinError {
 /// What woke a room's loop.
 enum Wake {
     Event(Event),
+    /// The bus brings history or a message (shared rooms only; read from the link's own
+    /// channel, beside the events: the bus knows nothing of the room's types).
+    News(News),
     /// Time to ping everyone.
     Tick,
     /// Time to sum up who came and went (large rooms).
@@ -124,8 +135,14 @@ enum Event {
     Join(Box<Joining>),
     /// A client leaves the room.
     Leave { id: ClientId },
-    /// A client says something; the room stamps it and broadcasts it.
-    Forward { id: ClientId, text: String },
+    /// A client says something (with its own key for it, if it gave one); the room stamps it
+    /// and broadcasts it.
+    /// Boxed strs, not Strings: every slot of the channel is the size of the largest event.
+    Forward {
+        id: ClientId,
+        text: Box<str>,
+        key: Option<Box<str>>,
+    },
     /// A client asks the room to do something (`moderate.rs` checks whether it may).
     Act {
         id: ClientId,
@@ -202,12 +219,30 @@ struct Room {
     locked: bool,
     /// The standing announcement, sent to each member after the history.
     announcement: Option<Encoded>,
+    /// The room's place on the bus when rooms are shared across boxes (`--redis`): messages
+    /// are posted there and delivered when they come back with their ids. `None`: the room
+    /// numbers and keeps its messages itself.
+    link: Option<Link>,
+    /// Shared rooms: people on other boxes, by box and name (their person ids).
+    elsewhere: HashMap<Arc<str>, HashMap<String, u64>>,
+    /// Shared rooms: this box's connections per name (lowercase), and the name as shown; a
+    /// name's first claims it in Redis, its last releases it.
+    here: HashMap<String, (String, usize)>,
+    /// Shared rooms: newcomers waiting for Redis to grant their name.
+    pending: HashMap<ClientId, Joining>,
+    /// Shared rooms: this box reaches Redis (members were told when it changed).
+    reachable: bool,
     shared: Arc<Shared>,
 }
 
 impl Room {
     fn new(name: String, shared: Arc<Shared>, people: Arc<AtomicUsize>) -> Self {
-        let history = Room::recall(&name, &shared);
+        let link = shared.bus.open(&name);
+        // A shared room's history comes from the bus, as its first news.
+        let history = match link {
+            Some(_) => Ring::new(shared.history),
+            None => Room::recall(&name, &shared),
+        };
         let locked = shared.moderation.locked(&name);
         let announcement = (shared.moderation.announcement(&name))
             .map(|a| moderate::standing_frame(&name, &a, &shared.meter));
@@ -222,6 +257,11 @@ impl Room {
             pressed: false,
             shutting_down: false,
             people,
+            link,
+            elsewhere: HashMap::new(),
+            here: HashMap::new(),
+            pending: HashMap::new(),
+            reachable: true,
             shared,
         }
     }
@@ -240,6 +280,11 @@ impl Room {
         // Armed only while a large room has joins or leaves to sum up.
         let mut summary = Timer::never();
         let mut summary_armed = false;
+        let news = self.link.as_ref().map(|link| link.news.clone());
+        if let Some(news) = &news {
+            self.await_history(news).await;
+            self.reachable = self.link.as_ref().is_some_and(Link::connected);
+        }
         loop {
             if !summary_armed && self.presence.summary_due() {
                 summary.set_after(presence::SUMMARY_INTERVAL);
@@ -250,31 +295,46 @@ impl Room {
                 async { inbox.recv().await.map_or(Wake::Closed, Wake::Event) },
                 or(
                     async {
-                        tick.next().await;
-                        Wake::Tick
+                        match news.as_ref().map(|news| news.recv()) {
+                            // The link holds a sender, so this channel outlives the room.
+                            Some(next) => next.await.map_or(Wake::Closed, Wake::News),
+                            None => std::future::pending().await,
+                        }
                     },
                     or(
                         async {
-                            if summary_armed {
-                                (&mut summary).await;
-                                Wake::Summary
-                            } else {
-                                std::future::pending().await
-                            }
+                            tick.next().await;
+                            Wake::Tick
                         },
-                        async {
-                            if listen_for_shutdown {
-                                stopping.as_mut().await;
-                                Wake::Shutdown
-                            } else {
-                                std::future::pending().await
-                            }
-                        },
+                        or(
+                            async {
+                                if summary_armed {
+                                    (&mut summary).await;
+                                    Wake::Summary
+                                } else {
+                                    std::future::pending().await
+                                }
+                            },
+                            async {
+                                if listen_for_shutdown {
+                                    stopping.as_mut().await;
+                                    Wake::Shutdown
+                                } else {
+                                    std::future::pending().await
+                                }
+                            },
+                        ),
                     ),
                 ),
             )
             .await;
             match wake {
+                Wake::Event(Event::Join(joining)) if self.link.is_some() => {
+                    self.join_shared(*joining);
+                    if self.shutting_down {
+                        self.dismiss_everyone(); // Joined as the server stops.
+                    }
+                }
                 Wake::Event(Event::Join(joining)) => {
                     let Joining { id, request, reply } = *joining;
                     let _ = reply.try_send(self.join(id, request));
@@ -283,7 +343,7 @@ impl Room {
                     }
                 }
                 Wake::Event(Event::Leave { id }) => self.leave(id),
-                Wake::Event(Event::Forward { id, text }) => self.forward(id, text),
+                Wake::Event(Event::Forward { id, text, key }) => self.forward(id, text, key),
                 Wake::Event(Event::Act { id, action }) => self.act(id, *action).await,
                 Wake::Event(Event::Banish(banished)) => self.banish(&banished),
                 Wake::Event(Event::Whois { name, reply }) => {
@@ -298,6 +358,7 @@ impl Room {
                     let _ = reply.try_send(self.presence.page(after.as_deref(), limit));
                 }
                 Wake::Event(Event::Share(sharing)) => self.share(*sharing),
+                Wake::News(news) => self.hear(news),
                 Wake::Tick => self.keep_alive(),
                 Wake::Summary => {
                     summary_armed = false;
@@ -306,7 +367,7 @@ impl Room {
                 Wake::Shutdown => self.dismiss_everyone(),
                 Wake::Closed => break,
             }
-            if self.members.is_empty() && self.try_end(&inbox).await {
+            if self.members.is_empty() && self.pending.is_empty() && self.try_end(&inbox).await {
                 break;
             }
             if self.pressed {
@@ -381,6 +442,16 @@ impl Room {
         }
         self.shared.meter.charge(queued * SLOT_BYTES);
         self.announce_arrival(id, first_tab);
+        if self.link.is_some() && !self.reachable {
+            // Cut off from the other boxes: said after the newcomer's own join.
+            let frame = self.shared_frame();
+            if let Some(seat) = self.members.get(&id) {
+                if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit)
+                {
+                    self.shared.meter.charge(SLOT_BYTES);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -401,22 +472,41 @@ impl Room {
         }
     }
 
-    fn forward(&mut self, id: ClientId, text: String) {
+    fn forward(&mut self, id: ClientId, text: Box<str>, key: Option<Box<str>>) {
         let from = id;
         let Some(seat) = self.members.get(&id) else {
             return; // Said just before being dropped; the room has moved on.
         };
         if let Err((code, why)) = self.may_write(seat) {
-            self.tell(id, code, &why);
+            self.tell_keyed(id, code, &why, key.as_deref());
             return;
         }
         let author = seat.person;
         self.shared
             .tracer
             .trace(format_args!("Message received: {text}"));
-        let id = self.history.last_id() + 1;
         let when = timestamp(SystemTime::now());
         let mentions = mentions(&text, self.presence.names());
+        if let Some(link) = &self.link {
+            // Shared: Redis numbers it; it is kept and delivered when it comes back (`hear`).
+            let frame = Outbound::Message {
+                id: 0,
+                room: &self.name,
+                name: &seat.name,
+                text: &text,
+                when: &when,
+                mentions: &mentions,
+                key: key.as_deref(),
+            }
+            .encode_unnumbered()
+            .expect("a message frame has an id");
+            let seen = self.history.last_id();
+            if !link.connected() || link.post(from, author, seen, key.clone(), frame).is_err() {
+                self.tell_keyed(from, "unavailable", UNAVAILABLE, key.as_deref());
+            }
+            return;
+        }
+        let id = self.history.last_id() + 1;
         let frame = Outbound::Message {
             id,
             room: &self.name,
@@ -424,6 +514,7 @@ impl Room {
             text: &text,
             when: &when,
             mentions: &mentions,
+            key: key.as_deref(),
         }
         .encode_metered(&self.shared.meter);
         self.keep(id, &frame, author);
@@ -448,6 +539,94 @@ impl Room {
             }),
         });
         self.shared.stats.message();
+    }
+
+    /// The `shared` frame saying whether this box reaches the other boxes now.
+    fn shared_frame(&self) -> Encoded {
+        Outbound::Shared {
+            room: &self.name,
+            up: self.reachable,
+        }
+        .encode_metered(&self.shared.meter)
+    }
+
+    /// Waits (at most [`OPEN_WAIT`]) for a shared room's history, before anyone is let in.
+    async fn await_history(&mut self, news: &async_channel::Receiver<News>) {
+        let first = or(async { news.recv().await.ok() }, async {
+            Timer::after(OPEN_WAIT).await;
+            None
+        })
+        .await;
+        match first {
+            Some(news) => self.hear(news),
+            None => log::warn!(
+                "room {}: no history from Redis within {} s; letting people in without it",
+                self.name,
+                OPEN_WAIT.as_secs()
+            ),
+        }
+    }
+
+    /// What the bus brings a shared room: its history, a message in id order, or a post
+    /// that did not reach Redis.
+    fn hear(&mut self, news: News) {
+        match news {
+            News::Opened {
+                entries,
+                last_id,
+                here,
+            } => {
+                let entries = entries
+                    .into_iter()
+                    .map(|heard| Entry {
+                        id: heard.id,
+                        frame: heard.frame,
+                        origin: None,
+                    })
+                    .collect();
+                self.history = Ring::from_entries(self.shared.history, entries, last_id);
+                if last_id > 0 {
+                    self.shared.notices.kept(&self.name, last_id);
+                }
+                self.all_elsewhere(here);
+            }
+            News::Said(heard) => self.deliver(heard),
+            News::Lost { client, key } => {
+                self.tell_keyed(client, "unavailable", UNAVAILABLE, key.as_deref())
+            }
+            News::Reachable(up) if up != self.reachable => {
+                self.reachable = up;
+                let frame = self.shared_frame();
+                self.broadcast(frame, Delivery::Every);
+            }
+            News::Reachable(_) => {}
+            News::Here(here) => self.all_elsewhere(here),
+            News::Came(somebody) => self.came_elsewhere(somebody),
+            News::Went { on, name } => self.went_elsewhere(&on, name),
+            News::Gone { on } => self.gone_elsewhere(&on),
+            News::Claimed { client, granted } => self.claimed(client, granted),
+        }
+    }
+
+    /// Keeps and broadcasts a message the bus numbered (said on this box or another).
+    fn deliver(&mut self, heard: Heard) {
+        let Heard { id, person, frame } = heard;
+        if id <= self.history.last_id() {
+            return; // The bus delivers each once; this only guards the ring's order.
+        }
+        self.history.push(Entry {
+            id,
+            frame: frame.clone(),
+            origin: Some(Origin {
+                person,
+                at: Instant::now(),
+            }),
+        });
+        self.shared.stats.message();
+        if let Some((name, mentions)) = frame.author_and_mentions() {
+            self.tell_elsewhere(id, &name, &mentions);
+        }
+        self.broadcast(frame, Delivery::Every);
     }
 
     /// Offers `frame` to every member without waiting; drops those that cannot take it.

@@ -72,6 +72,11 @@ impl Room {
 
     /// Sends member `id` alone an `error` frame.
     pub(super) fn tell(&self, id: ClientId, code: &str, text: &str) {
+        self.tell_keyed(id, code, text, None);
+    }
+
+    /// [`Room::tell`], naming the key of the message it is about.
+    pub(super) fn tell_keyed(&self, id: ClientId, code: &str, text: &str, key: Option<&str>) {
         let Some(seat) = self.members.get(&id) else {
             return;
         };
@@ -79,6 +84,7 @@ impl Room {
             room: &self.name,
             code,
             text,
+            key,
         }
         .encode_metered(&self.shared.meter);
         if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {
@@ -110,6 +116,15 @@ impl Room {
         };
         let (actor, person, host) = (seat.name.clone(), seat.person, seat.host);
         let kind = action.name();
+        if self.link.is_some() && matches!(action, Action::Delete { .. } | Action::Clear) {
+            // Removing messages from Redis's history, for every box, is not done yet; removing
+            // them here only would show each box a different history.
+            return self.tell(
+                id,
+                "unsupported",
+                "Deleting messages is not available yet in rooms shared across boxes.",
+            );
+        }
         let done = match action {
             // Anyone may ask; `delete` checks whose message it is.
             Action::Delete { id: message } => return self.delete(id, message, person, host).await,

@@ -154,6 +154,15 @@ impl Room {
     /// Counts a newcomer's connection in the room's presence; true if it is that name's
     /// first. Its welcome comes next, then [`Room::announce_arrival`].
     pub(super) fn seat_presence(&mut self, name: &str, person: u64) -> bool {
+        if self.link.is_some() {
+            let here = self.here.entry(name.to_lowercase());
+            here.or_insert_with(|| (name.to_owned(), 0)).1 += 1;
+        }
+        self.count_in(name, person)
+    }
+
+    /// Counts a connection (or a person on another box) in; true if it is the name's first.
+    pub(super) fn count_in(&mut self, name: &str, person: u64) -> bool {
         let first_tab = self.presence.arrive(name, person);
         self.people.store(self.presence.people(), Ordering::Relaxed);
         if self.presence.people() > LIVE_UP_TO {
@@ -168,11 +177,11 @@ impl Room {
         let Some(seat) = self.members.get(&id) else {
             return;
         };
+        if first_tab {
+            let name = seat.name.clone();
+            return self.announce_name(&name);
+        }
         if self.presence.large {
-            if first_tab {
-                let name = seat.name.clone();
-                self.presence.note(&name, true);
-            }
             return;
         }
         let when = timestamp(SystemTime::now());
@@ -183,22 +192,44 @@ impl Room {
             people: self.presence.people(),
         }
         .encode_metered(&self.shared.meter);
-        if first_tab {
-            self.broadcast(frame, Delivery::Spare);
-        } else {
-            // Another tab of someone already here: only this tab hears of it.
-            if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {
-                self.shared.meter.charge(SLOT_BYTES);
-            }
+        // Another tab of someone already here: only this tab hears of it.
+        if let Pushed::Queued(_) = seat.outbox.frames.push_within(frame, seat.outbox.limit) {
+            self.shared.meter.charge(SLOT_BYTES);
         }
+    }
+
+    /// Tells everyone that `name` came (its first connection, here or on another box), or
+    /// notes it for the summary in a large room.
+    pub(super) fn announce_name(&mut self, name: &str) {
+        if self.presence.large {
+            self.presence.note(name, true);
+            return;
+        }
+        let when = timestamp(SystemTime::now());
+        let frame = Outbound::Join {
+            room: &self.name,
+            name,
+            when: &when,
+            people: self.presence.people(),
+        }
+        .encode_metered(&self.shared.meter);
+        self.broadcast(frame, Delivery::Spare);
     }
 
     /// Tells the room that these connections left (announcing a person when their last tab
     /// goes, or noting it for the summary), repeating while announcing drops someone else.
-    pub(super) fn announce_departures(&mut self, mut departed: Vec<String>) {
-        while let Some(name) = departed.pop() {
-            self.shared.tracer.trace("Client left");
-            log::debug!("room {}: {name} left", self.name);
+    pub(super) fn announce_departures(&mut self, departed: Vec<String>) {
+        self.announce_leaving(departed.into_iter().map(|name| (name, true)).collect());
+    }
+
+    /// [`Room::announce_departures`] for names that left here (`true`) or on another box.
+    pub(super) fn announce_leaving(&mut self, mut departed: Vec<(String, bool)>) {
+        while let Some((name, here)) = departed.pop() {
+            if here {
+                self.shared.tracer.trace("Client left");
+                log::debug!("room {}: {name} left", self.name);
+                self.unseat_here(&name);
+            }
             if !self.presence.depart(&name) {
                 continue;
             }
@@ -206,7 +237,8 @@ impl Room {
             if self.presence.large {
                 self.presence.note(&name, false);
                 if self.presence.people() < LIVE_AGAIN_BELOW {
-                    departed.extend(self.become_small());
+                    let dropped = self.become_small();
+                    departed.extend(dropped.into_iter().map(|name| (name, true)));
                 }
                 continue;
             }
@@ -218,7 +250,8 @@ impl Room {
                 people: self.presence.people(),
             }
             .encode_metered(&self.shared.meter);
-            departed.extend(self.offer(&frame, Delivery::Spare));
+            let dropped = self.offer(&frame, Delivery::Spare);
+            departed.extend(dropped.into_iter().map(|name| (name, true)));
         }
     }
 

@@ -7,6 +7,7 @@ use super::Keepalive;
 use super::ROOM_EVENT_QUEUE;
 use super::{ClientId, Event, JoinError, JoinRequest, Joining, MembersPage, Room, PAGE_LIMIT};
 use crate::atomic::AtomicU64;
+use crate::bus::Bus;
 use crate::files::Files;
 use crate::history::{Entry, Loaded, Ring, Store};
 use crate::message::Action;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub moderation: Arc<Moderation>,
     /// The shared files, so a removed message takes its file along.
     pub files: Option<Arc<Files>>,
+    /// Where messages go and come from: this box only, or every box on the same Redis.
+    pub bus: Bus,
 }
 
 /// Starts rooms on demand and hands out memberships.
@@ -74,6 +77,7 @@ pub(super) struct Shared {
     pub(super) files: Option<Arc<Files>>,
     /// Every connection by person, for news from other rooms (`notices.rs`).
     pub(super) notices: Notices,
+    pub(super) bus: Bus,
 }
 
 /// One client's place in one room. Dropping it leaves the room (best effort; call
@@ -103,6 +107,7 @@ impl Registry {
             keepalive,
             moderation,
             files,
+            bus,
         } = settings;
         Registry {
             shared: Arc::new(Shared {
@@ -120,6 +125,7 @@ impl Registry {
                 moderation,
                 files,
                 notices: Notices::default(),
+                bus,
             }),
         }
     }
@@ -216,6 +222,11 @@ impl Registry {
         &self.shared.meter
     }
 
+    /// `None` without `--redis`; otherwise whether the box is connected to Redis now.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.shared.bus.connected()
+    }
+
     /// Whether `room` has a running task (a WebSocket to any other room starts a new one).
     pub async fn has_room(&self, room: &str) -> bool {
         self.shared.rooms.lock().await.contains_key(room)
@@ -243,7 +254,23 @@ impl Member {
     /// Forwards `text` to the room. Waits while the room's queue is full.
     pub async fn say(&self, text: String) {
         // A room outlives its members, so this only fails during shutdown, when nothing matters.
-        let _ = self.room.send(Event::Forward { id: self.id, text }).await;
+        let forward = Event::Forward {
+            id: self.id,
+            text: text.into_boxed_str(),
+            key: None,
+        };
+        let _ = self.room.send(forward).await;
+    }
+
+    /// Forwards `text` with the sender's `key` for it (see `message::Inbound::SayOnce`).
+    pub async fn say_once(&self, text: String, key: String) {
+        let forward = Event::Forward {
+            id: self.id,
+            text: text.into_boxed_str(),
+            key: Some(key.into_boxed_str()),
+        };
+        // As in `say`: this only fails during shutdown.
+        let _ = self.room.send(forward).await;
     }
 
     /// Asks the room to carry out `action` (it checks whether this member may).
@@ -315,7 +342,8 @@ impl Room {
         }
         rooms.remove(&self.name);
         self.shared.stats.room_closed();
-        if self.history.last_id() > 0 {
+        // A shared room's history is in Redis, and newer there by the time anyone comes back.
+        if self.history.last_id() > 0 && self.link.is_none() {
             // Still under the registry lock: a room started for this name after us finds it.
             let history = std::mem::replace(&mut self.history, Ring::new(0));
             let mut dormant = self.shared.dormant.lock().expect("dormant lock");

@@ -117,6 +117,11 @@ impl Room {
             let _ = reply.try_send(Err(ShareError::Refused(why)));
             return;
         }
+        if self.link.is_some() {
+            let why = "Sharing files is not available yet in rooms shared across boxes.";
+            let _ = reply.try_send(Err(ShareError::Refused(why.into())));
+            return;
+        }
         let author = seat.person;
         let Some(file) = file else {
             let _ = reply.try_send(Ok(None));

@@ -84,6 +84,7 @@ fn registry_with(
         keepalive,
         moderation: Arc::new(Moderation::open(None, Duration::from_secs(600)).expect("in memory")),
         files: None,
+        bus: crate::bus::Bus::Local,
     };
     Registry::new(
         executor.clone(),

@@ -100,7 +100,8 @@ async fn members(req: Request<State>) -> tide::Result {
     Ok(res)
 }
 
-/// The counters, and the accounted memory against the budget (`budget` null: none set).
+/// The counters, and the accounted memory against the budget (`budget` null: none set); with
+/// `--redis`, `"redis":"up"` or `"down"` (absent without it).
 async fn healthz(req: Request<State>) -> tide::Result {
     let meter = req.state().registry.meter();
     let mut body = serde_json::to_value(req.state().stats.snapshot())?;
@@ -108,6 +109,9 @@ async fn healthz(req: Request<State>) -> tide::Result {
         "accounted_bytes": meter.used(),
         "budget_bytes": meter.budget(),
     });
+    if let Some(up) = req.state().registry.redis_connected() {
+        body["redis"] = serde_json::json!(if up { "up" } else { "down" });
+    }
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(tide::Body::from_json(&body)?);
     res.insert_header("Cache-Control", "no-store");

@@ -1,0 +1,313 @@
+//! What smolchat keeps in Redis, and how it is read back: key and channel names, the posting
+//! script, the shape of stream entries, and the connection settings.
+//!
+//! Per room `R` (room names are `[a-z0-9_-]`, so they never contain a `:`):
+//! - `smolchat:room:R:id`: the last id given in the room (a counter; INCR).
+//! - `smolchat:room:R:id:key:K`: the id of the message a sender gave key `K` (see
+//!   [`POST_SCRIPT`]), for ten minutes.
+//! - `smolchat:room:R:log`: the room's history, a stream capped at exactly `--history`
+//!   entries. Entry ids are `<message id>-0`, so a range of message ids is a range of the
+//!   stream; fields `p` (the author's person id) and `f` (the frame members receive).
+//! - channel `smolchat:room:R:said`: each message once more, as `<id> <person> <frame>`; and
+//!   presence: `+<box> <person> <name>` (a name came on a box), `-<box> <name>` (it went).
+//! - `smolchat:room:R:box:B`: who is in the room on box `B` (a random id per start): a hash
+//!   of lowercase name → `<person> <name>`, expiring [`PRESENCE_TTL`] after the box's last
+//!   heartbeat, so a box that dies leaves presence by itself.
+//! - `smolchat:room:R:boxes`: the boxes that may have people in the room (a set; a box whose
+//!   hash is gone is taken out by the next claim or load).
+
+use crate::config::RedisTarget;
+use crate::message::Encoded;
+use crate::meter::Meter;
+use ::redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use ::redis::{RedisError, RedisResult, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Heard;
+
+/// How long connecting to Redis may take before it counts as unreachable.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Prefix of every key and channel, so smolchat can share a Redis with others.
+const PREFIX: &str = "smolchat:room:";
+
+/// The posting script. KEYS: the id counter, the stream. ARGV: the frame before and after its
+/// id, the author's person id, the history length, the channel, the last id the posting box
+/// has seen in the room, the sender's key for the message (empty: none) and how long a key is
+/// kept, in seconds. A key already kept (`smolchat:room:R:id:key:K`, holding its message's id)
+/// means the message was kept before: nothing is done and that id returned, so a message sent
+/// again after an answer was lost shows once, and no id is skipped. Redis runs a script alone, so the id, the append and the publish
+/// are one step: ids increase by one per room across all boxes, and the stream and the channel
+/// carry them in that order. `MAXLEN =` trims exactly: the stream never holds more than the
+/// history length. A counter behind what a box has seen (Redis lost its data: restarted
+/// without persistence) goes on from there, so ids never repeat. Returns the id.
+pub const POST_SCRIPT: &str = r"
+local key = nil
+if ARGV[7] ~= '' then
+  key = KEYS[1] .. ':key:' .. ARGV[7]
+  local before = redis.call('GET', key)
+  if before then return tonumber(before) end
+end
+local id = redis.call('INCR', KEYS[1])
+local seen = tonumber(ARGV[6])
+if id <= seen then
+  id = seen + 1
+  redis.call('SET', KEYS[1], id)
+end
+local frame = ARGV[1] .. id .. ARGV[2]
+redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[4], id .. '-0', 'p', ARGV[3], 'f', frame)
+redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3] .. ' ' .. frame)
+if key then
+  redis.call('SET', key, id, 'EX', ARGV[8])
+end
+return id
+";
+
+/// How long a box's presence in a room outlives its last heartbeat.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(6);
+
+/// Claims a name in a room for a person on this box, unless another person holds it on a
+/// live box. KEYS: the room's set of boxes, this box's hash. ARGV: the prefix of boxes'
+/// hashes, this box, the lowercase name, the person, the name as shown, the TTL in seconds,
+/// the channel. Announces the name on the channel. Returns 1, or 0 if taken.
+pub const CLAIM_SCRIPT: &str = r"
+for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if b ~= ARGV[2] then
+    local held = redis.call('HGET', ARGV[1] .. b, ARGV[3])
+    if held then
+      if string.match(held, '^(%d+) ') ~= ARGV[4] then return 0 end
+    elseif redis.call('EXISTS', ARGV[1] .. b) == 0 then
+      redis.call('SREM', KEYS[1], b)
+    end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. ' ' .. ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[7], '+' .. ARGV[2] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])
+return 1
+";
+
+/// Everyone in a room on other boxes. KEYS: the room's set of boxes. ARGV: the prefix of
+/// boxes' hashes, this box. Returns `[box, "<person> <name>", ...]`; forgets boxes whose hash
+/// is gone.
+pub const HERE_SCRIPT: &str = r"
+local out = {}
+for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if b ~= ARGV[2] then
+    local all = redis.call('HGETALL', ARGV[1] .. b)
+    if #all == 0 then
+      redis.call('SREM', KEYS[1], b)
+    end
+    for i = 2, #all, 2 do
+      table.insert(out, b)
+      table.insert(out, all[i])
+    end
+  end
+end
+return out
+";
+
+/// The counter of `room`'s ids.
+pub fn id_key(room: &str) -> String {
+    format!("{PREFIX}{room}:id")
+}
+
+/// The stream of `room`'s history.
+pub fn log_key(room: &str) -> String {
+    format!("{PREFIX}{room}:log")
+}
+
+/// The set of boxes that may have people in `room`.
+pub fn boxes_key(room: &str) -> String {
+    format!("{PREFIX}{room}:boxes")
+}
+
+/// The prefix of `room`'s per-box hashes (a box id follows).
+pub fn box_prefix(room: &str) -> String {
+    format!("{PREFIX}{room}:box:")
+}
+
+/// The channel `room`'s messages are published on.
+pub fn channel(room: &str) -> String {
+    format!("{PREFIX}{room}:said")
+}
+
+/// The room a channel belongs to, if it is one of ours.
+pub fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix(PREFIX)?.strip_suffix(":said")
+}
+
+/// A client for `target` (TCP, no TLS). Connecting happens later, in the tasks.
+pub fn client(target: &RedisTarget) -> Client {
+    let mut redis = RedisConnectionInfo::default().set_db(target.db);
+    if let Some(user) = &target.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &target.password {
+        redis = redis.set_password(password);
+    }
+    let info: ConnectionInfo = ConnectionAddr::Tcp(target.host.clone(), target.port)
+        .into_connection_info()
+        .expect("a TCP address is a connection info")
+        .set_redis_settings(redis);
+    Client::open(info).expect("a connection info opens a client")
+}
+
+/// A published message: `<id> <person> <frame>`.
+pub fn parse_published(payload: &[u8], meter: &Arc<Meter>) -> Option<Heard> {
+    let mut parts = payload.splitn(3, |b| *b == b' ');
+    let id = number(parts.next()?)?;
+    let person = number(parts.next()?)?;
+    let frame = Encoded::from_bus(parts.next()?.to_vec(), meter)?;
+    Some(Heard { id, person, frame })
+}
+
+/// Presence as published: who came (`+<box> <person> <name>`) or went (`-<box> <name>`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// `name` (of `person`) is in the room on `box`.
+    Came {
+        /// The box.
+        on: String,
+        /// Who.
+        person: u64,
+        /// The name as shown.
+        name: String,
+    },
+    /// `name` left the room on `box`.
+    Went {
+        /// The box.
+        on: String,
+        /// The name as shown.
+        name: String,
+    },
+}
+
+/// A presence payload, if this is one.
+pub fn parse_presence(payload: &[u8]) -> Option<Seen> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if let Some(rest) = text.strip_prefix('+') {
+        let (on, rest) = rest.split_once(' ')?;
+        let (person, name) = held(rest)?;
+        return Some(Seen::Came {
+            on: on.to_owned(),
+            person,
+            name,
+        });
+    }
+    let (on, name) = text.strip_prefix('-')?.split_once(' ')?;
+    Some(Seen::Went {
+        on: on.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// A box's hash value: `<person> <name>`.
+pub fn held(value: &str) -> Option<(u64, String)> {
+    let (person, name) = value.split_once(' ')?;
+    Some((person.parse().ok()?, name.to_owned()))
+}
+
+/// The entries of an XRANGE or XREVRANGE reply, in the reply's order.
+pub fn parse_entries(reply: Value, meter: &Arc<Meter>) -> RedisResult<Vec<Heard>> {
+    let bad =
+        |what: &str| RedisError::from((::redis::ErrorKind::Parse, "stream entry", what.to_owned()));
+    let Value::Array(entries) = reply else {
+        return Err(bad("not an array"));
+    };
+    let mut heard = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut parts) = entry else {
+            return Err(bad("an entry is not an array"));
+        };
+        let (Some(Value::Array(fields)), Some(id)) = (parts.pop(), parts.pop()) else {
+            return Err(bad("an entry is not [id, fields]"));
+        };
+        let id = bulk(&id)
+            .and_then(|id| id.split(|b| *b == b'-').next())
+            .and_then(number)
+            .ok_or_else(|| bad("an entry id is not <n>-0"))?;
+        let (mut person, mut frame) = (None, None);
+        for pair in fields.chunks(2) {
+            match (bulk(&pair[0]), pair.get(1).and_then(bulk)) {
+                (Some(b"p"), Some(value)) => person = number(value),
+                (Some(b"f"), Some(value)) => frame = Encoded::from_bus(value.to_vec(), meter),
+                _ => {}
+            }
+        }
+        let (Some(person), Some(frame)) = (person, frame) else {
+            return Err(bad("an entry lacks its person or frame"));
+        };
+        heard.push(Heard { id, person, frame });
+    }
+    Ok(heard)
+}
+
+fn bulk(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn number(digits: &[u8]) -> Option<u64> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_room() {
+        assert_eq!(channel("lobby"), "smolchat:room:lobby:said");
+        assert_eq!(room_of(&channel("dm-1-2")), Some("dm-1-2"));
+        assert_eq!(room_of("smolchat:room:lobby:log"), None);
+        assert_eq!(room_of("other:lobby:said"), None);
+    }
+
+    #[test]
+    fn presence_payloads_parse() {
+        assert_eq!(
+            parse_presence(b"+b0x 42 Ann Lee"),
+            Some(Seen::Came {
+                on: "b0x".into(),
+                person: 42,
+                name: "Ann Lee".into()
+            })
+        );
+        assert_eq!(
+            parse_presence(b"-b0x Ann Lee"),
+            Some(Seen::Went {
+                on: "b0x".into(),
+                name: "Ann Lee".into()
+            })
+        );
+        assert_eq!(parse_presence(b"12 3 {}"), None);
+        assert_eq!(parse_presence(b"+b0x x Ann"), None);
+    }
+
+    #[test]
+    fn published_messages_and_stream_entries_parse() {
+        let meter = Arc::new(Meter::new(None));
+        let heard = parse_published(br#"12 99 {"type":"message","id":12}"#, &meter).unwrap();
+        assert_eq!((heard.id, heard.person), (12, 99));
+        assert_eq!(
+            heard.frame.bytes().as_ref(),
+            br#"{"type":"message","id":12}"#
+        );
+        assert!(parse_published(b"12 {}", &meter).is_none());
+
+        let field = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            field("7-0"),
+            Value::Array(vec![field("p"), field("3"), field("f"), field("{}")]),
+        ])]);
+        let entries = parse_entries(reply, &meter).unwrap();
+        assert_eq!((entries[0].id, entries[0].person), (7, 3));
+        assert!(parse_entries(Value::Nil, &meter).is_err());
+    }
+}

@@ -1,0 +1,619 @@
+//! The listening task: one subscription connection for the box, and one ordinary connection
+//! for reading streams. For each room running here it keeps the last id it delivered, and
+//! brings the room, in order and exactly once, every message after it.
+//!
+//! A room opening its link is subscribed first and its history read second (one atomic read of
+//! its counter and its newest entries), so nothing said in between is missed: what the
+//! subscription brings twice is dropped by id. A published id further on than the next one
+//! means something was missed (the connection was lost, or this box was behind): the entries
+//! in between are read from the stream before it is delivered. After a lost connection the
+//! task connects again (waiting [`RETRY_FIRST`], doubling to [`RETRY_MAX`]), subscribes every
+//! room again and reads each room's stream from its last id: members see a pause, then the
+//! messages they missed, in order, and each room hears who is on other boxes anew. Every
+//! [`BEAT`] it pings the subscription connection (finding one that died without closing),
+//! renews this box's presence in each room and asks whether the other boxes it knows of in
+//! each room still renew theirs.
+//!
+//! Names are claimed and released through this task too, so it knows who is seated here in
+//! each room and claims them all again after a lost connection (Redis may have restarted, or
+//! this box's presence expired meanwhile). While there is no connection a claim is granted at
+//! once: names are then checked on this box only.
+
+use super::keys::{self, Seen, CLAIM_SCRIPT, CONNECT_WAIT, HERE_SCRIPT, PRESENCE_TTL};
+use super::{Health, Heard, News, Somebody};
+use crate::meter::Meter;
+use ::redis::aio::{MultiplexedConnection, PubSubSink};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Msg, RedisResult, Value};
+use async_channel::{Receiver, Sender};
+use smol::future::or;
+use smol::stream::StreamExt;
+use smol::Timer;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// First wait before connecting again after a failure.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between attempts to connect.
+const RETRY_MAX: Duration = Duration::from_secs(4);
+/// How often the subscription connection is pinged and presence renewed and checked: a third
+/// of [`PRESENCE_TTL`], so two beats may be late before a box counts as gone.
+const BEAT: Duration = Duration::from_secs(2);
+/// Longest any one request (a ping, a stream read) may take before the connection counts as
+/// lost.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// What rooms ask of the listener.
+pub enum Command {
+    /// A room started here: subscribe, send it its history, then its messages.
+    Open {
+        room: Arc<str>,
+        /// Which link of the room (a room may end and start again before its close arrives).
+        link: u64,
+        news: Sender<News>,
+    },
+    /// A room ended here: stop bringing it news (if `link` is still the room's).
+    Close { room: Arc<str>, link: u64 },
+    /// A newcomer wants `name` in `room`: answered with [`News::Claimed`].
+    Claim {
+        room: Arc<str>,
+        link: u64,
+        client: u64,
+        person: u64,
+        name: String,
+    },
+    /// `name` has no connection left in `room` on this box.
+    Release {
+        room: Arc<str>,
+        link: u64,
+        name: String,
+    },
+}
+
+/// A room as the listener sees it.
+struct Feed {
+    link: u64,
+    news: Sender<News>,
+    /// The last id delivered; `None` until the history has been sent.
+    last: Option<u64>,
+    /// The names seated on this box, by their lowercase form: person and name as shown.
+    mine: HashMap<String, (u64, String)>,
+    /// Other boxes seen with people in the room, checked at every beat.
+    others: HashSet<Arc<str>>,
+}
+
+impl Feed {
+    fn new(link: u64, news: Sender<News>) -> Feed {
+        Feed {
+            link,
+            news,
+            last: None,
+            mine: HashMap::new(),
+            others: HashSet::new(),
+        }
+    }
+}
+
+/// What the connection loop woke for.
+enum Wake {
+    Command(Option<Command>),
+    Message(Option<Msg>),
+    Beat,
+}
+
+/// Runs until the rooms' command channel closes (the server stopped).
+pub async fn run(
+    client: Client,
+    commands: Receiver<Command>,
+    history: usize,
+    me: Arc<str>,
+    meter: Arc<Meter>,
+    health: Arc<Health>,
+) {
+    let mut listener = Listener {
+        client,
+        history,
+        me,
+        meter,
+        feeds: HashMap::new(),
+        health,
+        retry: RETRY_FIRST,
+        reported: false,
+    };
+    loop {
+        match listener.session(&commands).await {
+            Ok(()) => return,
+            Err(e) => {
+                let was = listener.health.connected.swap(false, Ordering::Relaxed);
+                if was || !listener.reported {
+                    log::error!("redis: shared rooms are cut off: {e}");
+                    listener.reported = true;
+                }
+                if was {
+                    listener.tell_all(false).await;
+                }
+            }
+        }
+        // Wait before the next attempt, still keeping track of rooms that start and end.
+        let until = Instant::now() + listener.retry;
+        listener.retry = (listener.retry * 2).min(RETRY_MAX);
+        loop {
+            let command = or(async { Some(commands.recv().await) }, async {
+                Timer::at(until).await;
+                None
+            })
+            .await;
+            match command {
+                None => break,
+                Some(Err(_)) => return,
+                Some(Ok(command)) => listener.apply_offline(command).await,
+            }
+        }
+    }
+}
+
+struct Listener {
+    client: Client,
+    history: usize,
+    /// This box's id.
+    me: Arc<str>,
+    meter: Arc<Meter>,
+    feeds: HashMap<Arc<str>, Feed>,
+    health: Arc<Health>,
+    retry: Duration,
+    /// An outage was logged (log the first failure once, not every retry).
+    reported: bool,
+}
+
+impl Listener {
+    /// One connection's life: returns `Ok` when the server stops, the error when it is lost.
+    async fn session(&mut self, commands: &Receiver<Command>) -> RedisResult<()> {
+        let pubsub = bounded(CONNECT_WAIT, self.client.get_async_pubsub()).await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_WAIT))
+            .set_response_timeout(Some(ANSWER_WAIT));
+        let mut data = (self.client)
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let (mut sink, mut messages) = pubsub.split();
+        let rooms: Vec<Arc<str>> = self.feeds.keys().cloned().collect();
+        for room in &rooms {
+            bounded(ANSWER_WAIT, sink.subscribe(keys::channel(room))).await?;
+        }
+        // Subscribed: whatever is posted from now on reaches this box, so rooms may post.
+        self.health.sessions.fetch_add(1, Ordering::Relaxed);
+        self.health.connected.store(true, Ordering::Relaxed);
+        if std::mem::take(&mut self.reported) {
+            log::info!("redis: connected again; shared rooms catch up");
+        }
+        self.retry = RETRY_FIRST;
+        self.tell_all(true).await;
+        for room in &rooms {
+            self.claim_mine(room, &mut data).await?;
+            self.catch_up(room, &mut data).await?;
+        }
+        let mut beat = Timer::interval(BEAT);
+        loop {
+            let wake = or(
+                async { Wake::Command(commands.recv().await.ok()) },
+                or(async { Wake::Message(messages.next().await) }, async {
+                    beat.next().await;
+                    Wake::Beat
+                }),
+            )
+            .await;
+            match wake {
+                Wake::Command(None) => return Ok(()),
+                Wake::Command(Some(Command::Open { room, link, news })) => {
+                    let fresh = self.feeds.insert(room.clone(), Feed::new(link, news));
+                    if fresh.is_none() {
+                        bounded(ANSWER_WAIT, sink.subscribe(keys::channel(&room))).await?;
+                    }
+                    self.catch_up(&room, &mut data).await?;
+                }
+                Wake::Command(Some(Command::Close { room, link })) => {
+                    if self.close(&room, link) {
+                        bounded(ANSWER_WAIT, sink.unsubscribe(keys::channel(&room))).await?;
+                    }
+                }
+                Wake::Command(Some(Command::Claim {
+                    room,
+                    link,
+                    client,
+                    person,
+                    name,
+                })) => {
+                    let claimed = self.claim(&room, person, &name, &mut data).await;
+                    let granted = *claimed.as_ref().unwrap_or(&true);
+                    self.answer(&room, link, client, person, name, granted)
+                        .await;
+                    claimed?;
+                }
+                Wake::Command(Some(Command::Release { room, link, name })) => {
+                    if self.forget_mine(&room, link, &name) {
+                        let _: () = ::redis::pipe()
+                            .cmd("HDEL")
+                            .arg(keys::box_prefix(&room) + &self.me)
+                            .arg(name.to_lowercase())
+                            .ignore()
+                            .cmd("PUBLISH")
+                            .arg(keys::channel(&room))
+                            .arg(format!("-{} {name}", self.me))
+                            .ignore()
+                            .query_async(&mut data)
+                            .await?;
+                    }
+                }
+                Wake::Message(None) => {
+                    return Err((ErrorKind::Io, "the subscription connection closed").into())
+                }
+                Wake::Message(Some(message)) => self.heard(&message, &mut data).await?,
+                Wake::Beat => {
+                    ping_within(&mut sink).await?;
+                    self.beat(&mut data).await?;
+                }
+            }
+        }
+    }
+
+    /// Tells every room whether Redis can be reached.
+    async fn tell_all(&self, up: bool) {
+        for feed in self.feeds.values() {
+            // A room that ended meanwhile has nobody to tell.
+            let _ = feed.news.send(News::Reachable(up)).await;
+        }
+    }
+
+    /// Keeps track of a command while there is no connection; the next session subscribes,
+    /// claims and catches up every room it knows. A claim is granted (checked on this box
+    /// only) and claimed in Redis when the connection is back.
+    async fn apply_offline(&mut self, command: Command) {
+        match command {
+            Command::Open { room, link, news } => {
+                self.feeds.insert(room, Feed::new(link, news));
+            }
+            Command::Close { room, link } => {
+                self.close(&room, link);
+            }
+            Command::Claim {
+                room,
+                link,
+                client,
+                person,
+                name,
+            } => self.answer(&room, link, client, person, name, true).await,
+            Command::Release { room, link, name } => {
+                self.forget_mine(&room, link, &name);
+            }
+        }
+    }
+
+    /// Forgets `room` if `link` is still its link; true if it did.
+    fn close(&mut self, room: &str, link: u64) -> bool {
+        if self.feeds.get(room).is_some_and(|feed| feed.link == link) {
+            self.feeds.remove(room);
+            return true;
+        }
+        false
+    }
+
+    /// Runs the claim script for `name` of `person` in `room`: true if granted.
+    async fn claim(
+        &self,
+        room: &str,
+        person: u64,
+        name: &str,
+        data: &mut MultiplexedConnection,
+    ) -> RedisResult<bool> {
+        let granted: u8 = ::redis::Script::new(CLAIM_SCRIPT)
+            .key(keys::boxes_key(room))
+            .key(keys::box_prefix(room) + &self.me)
+            .arg(keys::box_prefix(room))
+            .arg(&*self.me)
+            .arg(name.to_lowercase())
+            .arg(person)
+            .arg(name)
+            .arg(PRESENCE_TTL.as_secs())
+            .arg(keys::channel(room))
+            .invoke_async(data)
+            .await?;
+        Ok(granted == 1)
+    }
+
+    /// Claims again every name seated here in `room` (after a lost connection).
+    async fn claim_mine(&self, room: &str, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        let Some(feed) = self.feeds.get(room) else {
+            return Ok(());
+        };
+        let mine: Vec<(u64, String)> = feed.mine.values().cloned().collect();
+        for (person, name) in mine {
+            if !self.claim(room, person, &name, data).await? {
+                log::warn!("room {room}: {name} is here and on another box, as two people");
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the room whether its newcomer may take the name; notes it as seated here if so.
+    async fn answer(
+        &mut self,
+        room: &str,
+        link: u64,
+        client: u64,
+        person: u64,
+        name: String,
+        granted: bool,
+    ) {
+        let Some(feed) = self.feeds.get_mut(room).filter(|feed| feed.link == link) else {
+            return; // The room ended; its close follows or came.
+        };
+        if granted {
+            feed.mine.insert(name.to_lowercase(), (person, name));
+        }
+        let _ = feed.news.send(News::Claimed { client, granted }).await;
+    }
+
+    /// Forgets `name` as seated here in `room`; true if it was.
+    fn forget_mine(&mut self, room: &str, link: u64, name: &str) -> bool {
+        let feed = self.feeds.get_mut(room).filter(|feed| feed.link == link);
+        feed.is_some_and(|feed| feed.mine.remove(&name.to_lowercase()).is_some())
+    }
+
+    /// Renews this box's presence in every room it has people in, and tells each room of the
+    /// other boxes whose presence has expired.
+    async fn beat(&mut self, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        let mut pipe = ::redis::pipe();
+        let mut asked: Vec<(Arc<str>, Option<Arc<str>>)> = Vec::new();
+        for (room, feed) in &self.feeds {
+            if !feed.mine.is_empty() {
+                pipe.cmd("EXPIRE")
+                    .arg(keys::box_prefix(room) + &self.me)
+                    .arg(PRESENCE_TTL.as_secs());
+                asked.push((room.clone(), None));
+            }
+            for other in &feed.others {
+                pipe.cmd("EXISTS").arg(keys::box_prefix(room) + other);
+                asked.push((room.clone(), Some(other.clone())));
+            }
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let answers: Vec<u64> = pipe.query_async(data).await?;
+        let mut expired_here = Vec::new();
+        for ((room, other), answer) in asked.into_iter().zip(answers) {
+            match (other, answer) {
+                // This box's own presence expired (a long pause, or Redis lost it): claim again.
+                (None, 0) => expired_here.push(room),
+                (Some(other), 0) => {
+                    let Some(feed) = self.feeds.get_mut(&room) else {
+                        continue;
+                    };
+                    feed.others.remove(&other);
+                    let _ = feed.news.send(News::Gone { on: other }).await;
+                }
+                _ => {}
+            }
+        }
+        for room in expired_here {
+            self.claim_mine(&room, data).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings `room` up to date: its history if it has none yet, else what came after its
+    /// last id.
+    async fn catch_up(&mut self, room: &str, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        let Some(feed) = self.feeds.get(room) else {
+            return Ok(());
+        };
+        match feed.last {
+            Some(last) => {
+                let here = self.here(room, data).await?;
+                if let Some(feed) = self.feeds.get_mut(room) {
+                    feed.others = here.iter().map(|s| s.on.clone()).collect();
+                    let _ = feed.news.send(News::Here(here)).await;
+                }
+                self.fill(room, last + 1, None, data).await
+            }
+            None => {
+                // One atomic read: the history and who is here agree with each other.
+                let (counter, newest, here): (Option<u64>, Value, Value) = ::redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(keys::id_key(room))
+                    .cmd("XREVRANGE")
+                    .arg(keys::log_key(room))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(self.history)
+                    .cmd("EVAL")
+                    .arg(HERE_SCRIPT)
+                    .arg(1)
+                    .arg(keys::boxes_key(room))
+                    .arg(keys::box_prefix(room))
+                    .arg(&*self.me)
+                    .query_async(data)
+                    .await?;
+                let mut entries = keys::parse_entries(newest, &self.meter)?;
+                entries.reverse();
+                let here = somebodies(here)?;
+                let newest = entries.last().map_or(0, |e| e.id);
+                let last_id = counter.unwrap_or(0).max(newest);
+                let Some(feed) = self.feeds.get_mut(room) else {
+                    return Ok(());
+                };
+                feed.last = Some(last_id);
+                feed.others = here.iter().map(|s| s.on.clone()).collect();
+                let opened = News::Opened {
+                    entries,
+                    last_id,
+                    here,
+                };
+                // The room may have ended meanwhile; its close follows.
+                let _ = feed.news.send(opened).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Everyone in `room` on other boxes.
+    async fn here(
+        &self,
+        room: &str,
+        data: &mut MultiplexedConnection,
+    ) -> RedisResult<Vec<Somebody>> {
+        let reply: Value = ::redis::cmd("EVAL")
+            .arg(HERE_SCRIPT)
+            .arg(1)
+            .arg(keys::boxes_key(room))
+            .arg(keys::box_prefix(room))
+            .arg(&*self.me)
+            .query_async(data)
+            .await?;
+        somebodies(reply)
+    }
+
+    /// A published message: delivered if it is the room's next, after the ones missed if it
+    /// is further on, dropped if the room has it already.
+    async fn heard(&mut self, message: &Msg, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        let Some(room) = keys::room_of(message.get_channel_name()) else {
+            return Ok(());
+        };
+        let Some(last) = self.feeds.get(room).and_then(|feed| feed.last) else {
+            return Ok(()); // Not open yet: its history will include this.
+        };
+        if let Some(seen) = keys::parse_presence(message.get_payload_bytes()) {
+            self.seen(room, seen).await;
+            return Ok(());
+        }
+        let Some(heard) = keys::parse_published(message.get_payload_bytes(), &self.meter) else {
+            log::warn!(
+                "redis: an unreadable message on {}",
+                message.get_channel_name()
+            );
+            return Ok(());
+        };
+        if heard.id <= last {
+            return Ok(());
+        }
+        if heard.id > last + 1 {
+            self.fill(room, last + 1, Some(heard.id - 1), data).await?;
+        }
+        self.deliver(room, heard).await;
+        Ok(())
+    }
+
+    /// Somebody came or went on a box (this box's own news are already known here).
+    async fn seen(&mut self, room: &str, seen: Seen) {
+        let Some(feed) = self.feeds.get_mut(room) else {
+            return;
+        };
+        let news = match seen {
+            Seen::Came { on, .. } | Seen::Went { on, .. } if *on == *self.me => return,
+            Seen::Came { on, person, name } => {
+                let on: Arc<str> = Arc::from(on);
+                feed.others.insert(on.clone());
+                News::Came(Somebody { on, person, name })
+            }
+            Seen::Went { on, name } => News::Went {
+                on: Arc::from(on),
+                name,
+            },
+        };
+        // The room may have ended meanwhile; its close follows.
+        let _ = feed.news.send(news).await;
+    }
+
+    /// Delivers `room`'s kept messages from id `from` (to `to`, or the newest), in order.
+    async fn fill(
+        &mut self,
+        room: &str,
+        from: u64,
+        to: Option<u64>,
+        data: &mut MultiplexedConnection,
+    ) -> RedisResult<()> {
+        let to = to.map_or_else(|| "+".to_owned(), |id| format!("{id}-0"));
+        let reply: Value = ::redis::cmd("XRANGE")
+            .arg(keys::log_key(room))
+            .arg(format!("{from}-0"))
+            .arg(to)
+            .query_async(data)
+            .await?;
+        let entries = keys::parse_entries(reply, &self.meter)?;
+        if entries.first().is_some_and(|first| first.id > from) {
+            log::warn!(
+                "redis: room {room}: messages {from} to {} are no longer kept; this box's members miss them",
+                entries[0].id - 1
+            );
+        }
+        for heard in entries {
+            self.deliver(room, heard).await;
+        }
+        Ok(())
+    }
+
+    /// Hands `heard` to its room if it is newer than what the room has.
+    async fn deliver(&mut self, room: &str, heard: Heard) {
+        let Some(feed) = self.feeds.get_mut(room) else {
+            return;
+        };
+        if feed.last.is_some_and(|last| heard.id <= last) {
+            return;
+        }
+        feed.last = Some(heard.id);
+        // The room may have ended meanwhile; its close follows.
+        let _ = feed.news.send(News::Said(heard)).await;
+    }
+}
+
+/// The reply of [`HERE_SCRIPT`]: `[box, "<person> <name>", ...]`.
+fn somebodies(reply: Value) -> RedisResult<Vec<Somebody>> {
+    let bad = || {
+        ::redis::RedisError::from((
+            ErrorKind::Parse,
+            "presence",
+            "not [box, held, ...]".to_owned(),
+        ))
+    };
+    let Value::Array(flat) = reply else {
+        return Err(bad());
+    };
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    let mut people = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks(2) {
+        let on = text(&pair[0]).ok_or_else(bad)?;
+        let held = pair.get(1).and_then(text).ok_or_else(bad)?;
+        let (person, name) = keys::held(&held).ok_or_else(bad)?;
+        people.push(Somebody {
+            on: Arc::from(on),
+            person,
+            name,
+        });
+    }
+    Ok(people)
+}
+
+/// Pings the subscription connection within [`ANSWER_WAIT`].
+async fn ping_within(sink: &mut PubSubSink) -> RedisResult<()> {
+    bounded(ANSWER_WAIT, sink.ping::<Value>()).await.map(drop)
+}
+
+/// `future`, or a timeout error after `wait`.
+async fn bounded<T>(
+    wait: Duration,
+    future: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    or(future, async {
+        Timer::after(wait).await;
+        Err((ErrorKind::Io, "Redis did not answer in time").into())
+    })
+    .await
+}

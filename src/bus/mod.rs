@@ -1,0 +1,309 @@
+//! The bus: how a room's messages leave the box and reach it. A room talks to the bus, never
+//! to Redis.
+//!
+//! Without `--redis` the bus is [`Bus::Local`]: nothing runs, rooms number and keep their own
+//! messages as they always did, and the only cost is one `Option` a room checks per message.
+//!
+//! With `--redis`, every box that points at the same Redis serves the same rooms. Two tasks per
+//! box, on the server's executor, do all the talking to Redis; a room never awaits Redis:
+//! - `post` hands each message to Redis: one Lua script (`keys.rs`) increments the room's id,
+//!   appends the frame with that id to the room's capped stream, and publishes it, in one
+//!   atomic step, so there is one order and no gap. A room offers a post without waiting
+//!   ([`Link::post`]); a post Redis did not take comes back as [`News::Lost`]. A message
+//!   sent again with the sender's key is kept once (the script remembers keys).
+//! - `listen` holds one subscription connection for the box, subscribed to the channel of each
+//!   room running here, and brings each room its history ([`News::Opened`]) and then every
+//!   message in id order ([`News::Said`]) into the room's own news channel, which the room's
+//!   loop reads beside its events. A room delivers a message, its own members' too, only when
+//!   it comes back from Redis with its id: the same messages, order and ids on every box.
+//!   It also tells every room when the box loses Redis and has it again
+//!   ([`News::Reachable`]), so members hear of it and their pages hold their composers shut.
+//!
+//! Why publish and not every box reading the stream: one subscription per box serves every
+//! room, a blocking stream read would need a connection per room, and publishing from the
+//! script costs nothing extra. Pub/sub alone may lose messages (a reconnect, a box behind); the
+//! ids are consecutive per room, so the listener sees any gap and fills it from the stream,
+//! which is the truth. After a reconnect it reads each room's stream from the last id it
+//! delivered.
+//!
+//! Presence: each box keeps, per room, who is seated on it in a hash of its own in Redis that
+//! expires unless the box's heartbeat renews it, and announces each name as it comes and goes.
+//! A name is claimed in Redis (one script: no other person holds it on a live box) before a
+//! newcomer is seated; the joiner waits for that, the room does not. Each room counts the
+//! people on other boxes beside its own members, so welcomes, joins and leaves and the head
+//! count cover every box; a box that stops heartbeating leaves presence within its expiry
+//! (`keys::PRESENCE_TTL`, 6 s) and one beat (2 s).
+//!
+//! Which store holds what: a shared room's history lives only in Redis (the stream, capped
+//! at `--history`); the box keeps the same ring in memory for replay, and the on-disk log is
+//! not used for it. Moderation (bans, mutes, locks) stays in each box's own book for now.
+
+mod keys;
+mod listen;
+mod post;
+
+use crate::atomic::AtomicU64;
+use crate::config::RedisTarget;
+use crate::message::{Encoded, Unnumbered};
+use crate::meter::Meter;
+use async_channel::{Receiver, Sender};
+use smol::Executor;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Posts waiting for Redis, for the whole box. Beyond it a post is refused at once (Redis is
+/// slow or gone), rather than held in memory without bound.
+const POST_QUEUE: usize = 256;
+/// News waiting for one room's loop. The listener waits when it is full: backpressure on one
+/// connection's reading, never dropped news.
+const NEWS_QUEUE: usize = 64;
+
+/// How rooms reach each other: only within this box, or across boxes through Redis.
+#[derive(Clone, Default)]
+pub enum Bus {
+    /// Rooms are this box's alone; nothing of the bus runs.
+    #[default]
+    Local,
+    /// Rooms are shared through Redis.
+    Redis(Arc<Redis>),
+}
+
+/// The handles of the two Redis tasks.
+pub struct Redis {
+    posts: Sender<post::Post>,
+    listen: Sender<listen::Command>,
+    /// Numbers each room's link, so a room ending late cannot close its successor's feed.
+    next_link: AtomicU64,
+    /// Whether the listener is connected, and since when.
+    health: Arc<Health>,
+}
+
+/// What the listener knows of the connection to Redis, shared with the posting task.
+#[derive(Default)]
+pub struct Health {
+    /// The listener holds a live, subscribed connection.
+    pub connected: AtomicBool,
+    /// Counts the listener's connections: when it changes, Redis was gone in between (a
+    /// restart, say), and the posting task connects again before it posts, rather than find
+    /// out by losing a post on a dead connection.
+    pub sessions: AtomicU64,
+}
+
+/// One message as the bus carries it.
+#[derive(Debug)]
+pub struct Heard {
+    /// The room's id for it, assigned in Redis.
+    pub id: u64,
+    /// Who said it (their person id on the box they said it on).
+    pub person: u64,
+    /// The frame members receive.
+    pub frame: Encoded,
+}
+
+/// Somebody in a room on another box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Somebody {
+    /// The box they are on.
+    pub on: Arc<str>,
+    /// Who they are.
+    pub person: u64,
+    /// Their name as shown.
+    pub name: String,
+}
+
+/// What the bus tells a room.
+#[derive(Debug)]
+pub enum News {
+    /// The room's history as Redis keeps it (oldest first), its last id, and who is in it on
+    /// other boxes; first after the room opens its link, before any other news.
+    Opened {
+        /// The kept messages, at most `--history`.
+        entries: Vec<Heard>,
+        /// The newest id ever given in the room.
+        last_id: u64,
+        /// Everyone on other boxes.
+        here: Vec<Somebody>,
+    },
+    /// Everyone on other boxes, anew (after a lost connection): replaces what the room had.
+    Here(Vec<Somebody>),
+    /// Somebody came on another box.
+    Came(Somebody),
+    /// A name left on another box.
+    Went {
+        /// The box.
+        on: Arc<str>,
+        /// The name as shown.
+        name: String,
+    },
+    /// A box stopped heartbeating: everyone on it is gone.
+    Gone {
+        /// The box.
+        on: Arc<str>,
+    },
+    /// The answer to [`Link::claim`]: whether the newcomer may take the name.
+    Claimed {
+        /// The newcomer's connection.
+        client: u64,
+        /// False: another person holds the name on another box.
+        granted: bool,
+    },
+    /// The next message of the room, in id order.
+    Said(Heard),
+    /// The box lost its connection to Redis (`false`) or has it again (`true`).
+    Reachable(bool),
+    /// A member's post did not reach Redis: the room tells them (it was not sent).
+    Lost {
+        /// The member's connection in the room.
+        client: u64,
+        /// The member's key for the message, if it gave one.
+        key: Option<Box<str>>,
+    },
+}
+
+/// A room's place on the bus: where it posts and where its news arrive. Dropping it leaves.
+pub struct Link {
+    redis: Arc<Redis>,
+    id: u64,
+    room: Arc<str>,
+    /// Handed to each post, so a lost one finds its way back.
+    news_tx: Sender<News>,
+    /// Where the room reads its news.
+    pub news: Receiver<News>,
+}
+
+/// A post the bus could not take: Redis is slow or unreachable.
+#[derive(Debug)]
+pub struct Refused;
+
+impl Bus {
+    /// Starts the two Redis tasks on `executor` for rooms keeping `history` messages, frames
+    /// charged to `meter`. Connecting happens in the tasks, retried until it works.
+    /// `me` names this box in Redis: unique per start.
+    pub fn connect(
+        target: &RedisTarget,
+        history: usize,
+        me: &str,
+        executor: &Executor<'static>,
+        meter: Arc<Meter>,
+    ) -> Bus {
+        let me: Arc<str> = Arc::from(me);
+        let client = keys::client(target);
+        let health = Arc::new(Health::default());
+        let (posts, queued) = async_channel::bounded(POST_QUEUE);
+        let (listen, commands) = async_channel::unbounded();
+        executor
+            .spawn(post::run(client.clone(), queued, history, health.clone()))
+            .detach();
+        executor
+            .spawn(listen::run(
+                client,
+                commands,
+                history,
+                me.clone(),
+                meter,
+                health.clone(),
+            ))
+            .detach();
+        log::info!("rooms are shared through {target} (this box: {me})");
+        Bus::Redis(Arc::new(Redis {
+            posts,
+            listen,
+            next_link: AtomicU64::new(1),
+            health,
+        }))
+    }
+
+    /// Puts `room` on the bus: `None` for a local bus (the room keeps its own messages).
+    pub fn open(&self, room: &str) -> Option<Link> {
+        let Bus::Redis(redis) = self else {
+            return None;
+        };
+        let id = redis.next_link.fetch_add(1, Ordering::Relaxed);
+        let room: Arc<str> = Arc::from(room);
+        let (news_tx, news) = async_channel::bounded(NEWS_QUEUE);
+        // Unbounded: opens and closes are one each per room start, which is rate-limited.
+        let _ = redis.listen.try_send(listen::Command::Open {
+            room: room.clone(),
+            link: id,
+            news: news_tx.clone(),
+        });
+        Some(Link {
+            redis: redis.clone(),
+            id,
+            room,
+            news_tx,
+            news,
+        })
+    }
+
+    /// `None` without Redis; otherwise whether the box is connected to it now.
+    pub fn connected(&self) -> Option<bool> {
+        match self {
+            Bus::Local => None,
+            Bus::Redis(redis) => Some(redis.health.connected.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Link {
+    /// Whether the box is connected to Redis now (posts would wait for it otherwise).
+    pub fn connected(&self) -> bool {
+        self.redis.health.connected.load(Ordering::Relaxed)
+    }
+
+    /// Offers a message to Redis without waiting; it comes back as [`News::Said`] with its id
+    /// (or as [`News::Lost`]). `client` said it, `person` is who they are, `seen` is the
+    /// room's last id here; `key` is the sender's own for it: Redis keeps a message once per
+    /// key (see `keys::POST_SCRIPT`).
+    pub fn post(
+        &self,
+        client: u64,
+        person: u64,
+        seen: u64,
+        key: Option<Box<str>>,
+        frame: Unnumbered,
+    ) -> Result<(), Refused> {
+        let post = post::Post {
+            room: self.room.clone(),
+            client,
+            person,
+            seen,
+            key,
+            frame,
+            news: self.news_tx.clone(),
+        };
+        self.redis.posts.try_send(post).map_err(|_| Refused)
+    }
+}
+
+impl Link {
+    /// Asks Redis whether `person` may take `name` in the room (their first connection on this
+    /// box under it); the answer comes as [`News::Claimed`] for `client`. Never waits.
+    pub fn claim(&self, client: u64, person: u64, name: &str) {
+        let _ = self.redis.listen.try_send(listen::Command::Claim {
+            room: self.room.clone(),
+            link: self.id,
+            client,
+            person,
+            name: name.to_owned(),
+        });
+    }
+
+    /// `name`'s last connection on this box left the room. Never waits.
+    pub fn release(&self, name: &str) {
+        let _ = self.redis.listen.try_send(listen::Command::Release {
+            room: self.room.clone(),
+            link: self.id,
+            name: name.to_owned(),
+        });
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = self.redis.listen.try_send(listen::Command::Close {
+            room: self.room.clone(),
+            link: self.id,
+        });
+    }
+}
