@@ -546,6 +546,7 @@ impl Settings {
                 }
                 c.wifi_password = Some(password.to_owned());
             }
+            "redis" if !cfg!(feature = "redis") => return Err(NO_REDIS.into()),
             "redis" => c.redis = Some(parse_redis_url(value)?),
             "redis-password-file" => {
                 let text = std::fs::read_to_string(value)
@@ -700,6 +701,11 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         _ => Err(format!("'{value}' is not true or false")),
     }
 }
+
+/// Why `--redis` is refused by a build without the `redis` feature.
+const NO_REDIS: &str =
+    "this build of smolchat cannot share rooms over Redis (it was built without \
+the `redis` feature, as the routers' builds are, to spare their flash); use a build with it";
 
 /// Parses `redis://[user[:password]@]host[:port][/db]` (user and password percent-encoded).
 /// Errors name the value, with the password left out.
@@ -1165,6 +1171,17 @@ mod tests {
         assert!(e.contains("cannot read config file"), "{e}");
     }
 
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn without_the_redis_feature_redis_is_refused_and_says_why() {
+        let error = run(&["--redis", "redis://10.0.0.5"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("--redis: "), "{error}");
+        assert!(error.contains("without the `redis` feature"), "{error}");
+    }
+
+    #[cfg(feature = "redis")]
     #[test]
     fn redis_urls_parse_and_bad_ones_are_named() {
         assert_eq!(run(&[]).unwrap().redis, None);
@@ -1217,6 +1234,7 @@ mod tests {
         assert!(e.contains("host:x") && !e.contains("hunter2"), "{e}");
     }
 
+    #[cfg(feature = "redis")]
     #[test]
     fn the_redis_password_file_wins_and_needs_redis() {
         let path = temp_file("redis-password", "from-file\nignored\n");

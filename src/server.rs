@@ -123,6 +123,7 @@ impl Server {
                     moderation: moderation.clone(),
                     files: files.clone(),
                     bus: match &config.redis {
+                        #[cfg(feature = "redis")]
                         Some(target) => Bus::connect(
                             target,
                             config.history,
@@ -130,7 +131,8 @@ impl Server {
                             &executor,
                             meter.clone(),
                         ),
-                        None => Bus::Local,
+                        // Without the `redis` feature the config refuses `--redis`.
+                        _ => Bus::Local,
                     },
                 },
                 signal.clone(),

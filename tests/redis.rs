@@ -4,6 +4,9 @@
 //! posting, catch-up by `since` on another box, presence across boxes (names, joins and
 //! leaves, a box that dies), a Redis restart, and `/healthz`.
 
+// A build without the `redis` feature (the routers') refuses `--redis`: nothing to test here.
+#![cfg(feature = "redis")]
+
 mod common;
 
 use common::*;

@@ -20,6 +20,7 @@
 //! once: names are then checked on this box only.
 
 use super::keys::{self, Seen, CLAIM_SCRIPT, CONNECT_WAIT, HERE_SCRIPT, PRESENCE_TTL};
+use super::orders::Command;
 use super::{Health, Heard, News, Somebody};
 use crate::meter::Meter;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
@@ -44,33 +45,6 @@ const BEAT: Duration = Duration::from_secs(2);
 /// Longest any one request (a ping, a stream read) may take before the connection counts as
 /// lost.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
-
-/// What rooms ask of the listener.
-pub enum Command {
-    /// A room started here: subscribe, send it its history, then its messages.
-    Open {
-        room: Arc<str>,
-        /// Which link of the room (a room may end and start again before its close arrives).
-        link: u64,
-        news: Sender<News>,
-    },
-    /// A room ended here: stop bringing it news (if `link` is still the room's).
-    Close { room: Arc<str>, link: u64 },
-    /// A newcomer wants `name` in `room`: answered with [`News::Claimed`].
-    Claim {
-        room: Arc<str>,
-        link: u64,
-        client: u64,
-        person: u64,
-        name: String,
-    },
-    /// `name` has no connection left in `room` on this box.
-    Release {
-        room: Arc<str>,
-        link: u64,
-        name: String,
-    },
-}
 
 /// A room as the listener sees it.
 struct Feed {

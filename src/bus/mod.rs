@@ -38,15 +38,26 @@
 //! at `--history`); the box keeps the same ring in memory for replay, and the on-disk log is
 //! not used for it. Moderation (bans, mutes, locks) stays in each box's own book for now.
 
+// Without the `redis` feature (the routers' builds) a Redis bus is never made; its types stay
+// so that rooms keep one shape.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
+#[cfg(feature = "redis")]
 mod keys;
+#[cfg(feature = "redis")]
 mod listen;
+mod orders;
+#[cfg(feature = "redis")]
 mod post;
 
 use crate::atomic::AtomicU64;
+#[cfg(feature = "redis")]
 use crate::config::RedisTarget;
 use crate::message::{Encoded, Unnumbered};
+#[cfg(feature = "redis")]
 use crate::meter::Meter;
 use async_channel::{Receiver, Sender};
+#[cfg(feature = "redis")]
 use smol::Executor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,8 +81,8 @@ pub enum Bus {
 
 /// The handles of the two Redis tasks.
 pub struct Redis {
-    posts: Sender<post::Post>,
-    listen: Sender<listen::Command>,
+    posts: Sender<orders::Post>,
+    listen: Sender<orders::Command>,
     /// Numbers each room's link, so a room ending late cannot close its successor's feed.
     next_link: AtomicU64,
     /// Whether the listener is connected, and since when.
@@ -179,6 +190,7 @@ impl Bus {
     /// Starts the two Redis tasks on `executor` for rooms keeping `history` messages, frames
     /// charged to `meter`. Connecting happens in the tasks, retried until it works.
     /// `me` names this box in Redis: unique per start.
+    #[cfg(feature = "redis")]
     pub fn connect(
         target: &RedisTarget,
         history: usize,
@@ -222,7 +234,7 @@ impl Bus {
         let room: Arc<str> = Arc::from(room);
         let (news_tx, news) = async_channel::bounded(NEWS_QUEUE);
         // Unbounded: opens and closes are one each per room start, which is rate-limited.
-        let _ = redis.listen.try_send(listen::Command::Open {
+        let _ = redis.listen.try_send(orders::Command::Open {
             room: room.clone(),
             link: id,
             news: news_tx.clone(),
@@ -263,7 +275,7 @@ impl Link {
         key: Option<Box<str>>,
         frame: Unnumbered,
     ) -> Result<(), Refused> {
-        let post = post::Post {
+        let post = orders::Post {
             room: self.room.clone(),
             client,
             person,
@@ -280,7 +292,7 @@ impl Link {
     /// Asks Redis whether `person` may take `name` in the room (their first connection on this
     /// box under it); the answer comes as [`News::Claimed`] for `client`. Never waits.
     pub fn claim(&self, client: u64, person: u64, name: &str) {
-        let _ = self.redis.listen.try_send(listen::Command::Claim {
+        let _ = self.redis.listen.try_send(orders::Command::Claim {
             room: self.room.clone(),
             link: self.id,
             client,
@@ -291,7 +303,7 @@ impl Link {
 
     /// `name`'s last connection on this box left the room. Never waits.
     pub fn release(&self, name: &str) {
-        let _ = self.redis.listen.try_send(listen::Command::Release {
+        let _ = self.redis.listen.try_send(orders::Command::Release {
             room: self.room.clone(),
             link: self.id,
             name: name.to_owned(),
@@ -301,7 +313,7 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        let _ = self.redis.listen.try_send(listen::Command::Close {
+        let _ = self.redis.listen.try_send(orders::Command::Close {
             room: self.room.clone(),
             link: self.id,
         });

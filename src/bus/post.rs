@@ -12,11 +12,12 @@
 //! script keeps one message per key, so it shows once either way.
 
 use super::keys::{self, CONNECT_WAIT, POST_SCRIPT};
+use super::orders::Post;
 use super::{Health, News};
-use crate::message::{Unnumbered, KEY_LIFETIME_SECS};
+use crate::message::KEY_LIFETIME_SECS;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisResult, Script, ServerErrorKind};
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,24 +26,6 @@ use std::time::Duration;
 const BATCH: usize = 64;
 /// Longest a pipeline may wait for its answers before the connection counts as lost.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
-
-/// One message on its way to Redis.
-pub struct Post {
-    /// The room it was said in.
-    pub room: Arc<str>,
-    /// The member's connection, to tell them if it is lost.
-    pub client: u64,
-    /// The author's person id.
-    pub person: u64,
-    /// The room's last id on this box (ids go on from at least there).
-    pub seen: u64,
-    /// The sender's key for the message, if any.
-    pub key: Option<Box<str>>,
-    /// The frame, missing its id.
-    pub frame: Unnumbered,
-    /// The room's news channel, for [`News::Lost`].
-    pub news: Sender<News>,
-}
 
 /// Runs until every room's sender is gone (the server stopped).
 pub async fn run(client: Client, posts: Receiver<Post>, history: usize, health: Arc<Health>) {

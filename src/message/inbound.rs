@@ -7,7 +7,8 @@
 
 use serde::Deserialize;
 
-/// How long a message's key keeps a second sending out, in seconds.
+/// How long a message's key keeps a second sending out, in seconds (Redis remembers it).
+#[cfg(feature = "redis")]
 pub const KEY_LIFETIME_SECS: u64 = 600;
 /// Longest key, in bytes.
 const KEY_LIMIT: usize = 64;

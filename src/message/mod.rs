@@ -9,7 +9,9 @@ mod inbound;
 mod names;
 mod time;
 
-pub use inbound::{inbound, Action, Inbound, KEY_LIFETIME_SECS};
+#[cfg(feature = "redis")]
+pub use inbound::KEY_LIFETIME_SECS;
+pub use inbound::{inbound, Action, Inbound};
 pub use names::{display_name, mentions, valid_room};
 pub use time::timestamp;
 
@@ -364,6 +366,7 @@ impl Encoded {
     }
 
     /// A frame as the bus brings it (from Redis), charged to `meter`; `None` unless UTF-8.
+    #[cfg(feature = "redis")]
     pub fn from_bus(bytes: Vec<u8>, meter: &Arc<Meter>) -> Option<Encoded> {
         String::from_utf8(bytes)
             .ok()
