@@ -156,18 +156,20 @@ impl Listener {
         for room in &rooms {
             bounded(ANSWER_WAIT, sink.subscribe(keys::channel(room))).await?;
         }
-        // Subscribed: whatever is posted from now on reaches this box, so rooms may post.
-        self.health.sessions.fetch_add(1, Ordering::Relaxed);
-        self.health.connected.store(true, Ordering::Relaxed);
-        if std::mem::take(&mut self.reported) {
-            log::info!("redis: connected again; shared rooms catch up");
-        }
-        self.retry = RETRY_FIRST;
-        self.tell_all(true).await;
+        // Subscribed: whatever is posted from now on reaches this box. Each room catches up
+        // before rooms may post: a room that opened while Redis was away gets its history
+        // (`News::Opened`) first, so a post of its own cannot land in that history unseen.
         for room in &rooms {
             self.claim_mine(room, &mut data).await?;
             self.catch_up(room, &mut data).await?;
         }
+        self.health.sessions.fetch_add(1, Ordering::Relaxed);
+        self.health.connected.store(true, Ordering::Relaxed);
+        if std::mem::take(&mut self.reported) {
+            log::info!("redis: connected again; shared rooms caught up");
+        }
+        self.retry = RETRY_FIRST;
+        self.tell_all(true).await;
         let mut beat = Timer::interval(BEAT);
         loop {
             let wake = or(
