@@ -34,6 +34,9 @@
 //! count cover every box; a box that stops heartbeating leaves presence within its expiry
 //! (`keys::PRESENCE_TTL`, 6 s) and one beat (2 s).
 //!
+//! Files: `keys` names the keys and holds the scripts, `post` and `listen` are the two tasks,
+//! `orders` what rooms hand them (the only part a build without the `redis` feature keeps).
+//!
 //! Which store holds what: a shared room's history lives only in Redis (the stream, capped
 //! at `--history`); the box keeps the same ring in memory for replay, and the on-disk log is
 //! not used for it. Moderation (bans, mutes, locks) stays in each box's own book for now.

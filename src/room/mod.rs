@@ -20,7 +20,8 @@
 //! starts and ends rooms; `keepalive` pings and lets go; `presence` tells members who is here;
 //! `limits` is the sender's token bucket, kept by each client's reader; `moderate` carries
 //! out what hosts (and authors deleting their own words) ask for; `notices` tells a person, in
-//! their other rooms, of a direct message or a mention; `share` announces shared files.
+//! their other rooms, of a direct message or a mention; `share` announces shared files;
+//! `elsewhere` keeps who is in a shared room on other boxes.
 
 mod elsewhere;
 mod keepalive;
