@@ -9,143 +9,10 @@
 
 mod common;
 
+use common::redis::*;
 use common::*;
 use smolchat::config::RedisTarget;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-
-/// A `redis-server` of this test's own; stopped (by PID) on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-    /// Keeps an append-only file (fsynced at every write), so a restart keeps the data.
-    aof: bool,
-}
-
-impl RedisServer {
-    /// Starts one without persistence on a free loopback port, in a fresh directory.
-    fn start(name: &str) -> RedisServer {
-        RedisServer::start_with(name, false)
-    }
-
-    /// Starts one on a free loopback port, in a fresh directory, with or without the AOF. A
-    /// port taken between choosing and binding is retried with another.
-    fn start_with(name: &str, aof: bool) -> RedisServer {
-        let dir = temp_dir(&format!("redis-{name}"));
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            if let Some(child) = spawn_redis(port, &dir, aof) {
-                return RedisServer {
-                    child: Some(child),
-                    port,
-                    dir,
-                    aof,
-                };
-            }
-        }
-        panic!("redis-server did not start on any of five ports");
-    }
-
-    /// Starts one on `port`, which a box may already be trying to reach.
-    fn start_on(name: &str, port: u16) -> RedisServer {
-        let dir = temp_dir(&format!("redis-{name}"));
-        let child = spawn_redis(port, &dir, false).expect("redis-server starts on its port");
-        RedisServer {
-            child: Some(child),
-            port,
-            dir,
-            aof: false,
-        }
-    }
-
-    /// Kills it (SIGKILL, by PID): a crash, or a machine gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and directory.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "kill it first");
-        let child = spawn_redis(self.port, &self.dir, self.aof);
-        self.child = Some(child.expect("redis-server restarts on its port"));
-    }
-
-    /// A box's config pointing at this Redis, keeping `history` messages per room.
-    fn config(&self, history: usize) -> smolchat::Config {
-        smolchat::Config {
-            redis: Some(RedisTarget {
-                host: "127.0.0.1".into(),
-                port: self.port,
-                db: 0,
-                username: None,
-                password: None,
-            }),
-            history,
-            ..config()
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts `redis-server` on `port` with its files in `dir`, and waits until its log says it is
-/// ready; `None` if it exited first (the port was taken).
-fn spawn_redis(port: u16, dir: &std::path::Path, aof: bool) -> Option<Child> {
-    spawn_redis_with(port, dir, aof, &[])
-}
-
-/// [`spawn_redis`] with more options for `redis-server`.
-fn spawn_redis_with(port: u16, dir: &std::path::Path, aof: bool, more: &[&str]) -> Option<Child> {
-    let aof = if aof { "yes" } else { "no" };
-    let mut child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", aof, "--appendfsync", "always"])
-        .args(["--daemonize", "no"])
-        .args(more)
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        match log.recv_timeout(STEP) {
-            Ok(line) if line.contains("Ready to accept connections") => return Some(child),
-            Ok(_) => continue,
-            // Its output ended: it exited.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = child.wait();
-                return None;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redis-server did not become ready within {STEP:?}");
-            }
-        }
-    }
-}
+use std::process::Command;
 
 /// Reads `n` chat messages; returns each one's id and text.
 async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
@@ -414,23 +281,6 @@ async fn next_shared(ws: &mut Ws) -> bool {
             return frame["up"].as_bool().expect("up is true or false");
         }
     }
-}
-
-/// `/healthz`'s `redis` field (`null` without `--redis`).
-async fn redis_health(addr: std::net::SocketAddr) -> serde_json::Value {
-    let reply = get(addr, "/healthz", &[]).await;
-    let health: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    health["redis"].clone()
-}
-
-/// Polls `/healthz` (bounded) until it says `redis` is `state`.
-async fn until_redis_is(addr: std::net::SocketAddr, state: &str) {
-    within(&format!("/healthz saying redis {state}"), async {
-        while redis_health(addr).await != state {
-            smol::Timer::after(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
 }
 
 #[test]

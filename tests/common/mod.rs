@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // Each test file uses its own subset.
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use async_tungstenite::tungstenite::{self, Message};
 use async_tungstenite::WebSocketStream;
 use smol::future::or;
@@ -429,6 +432,67 @@ pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
             Some(Ok(Message::Close(None))) => return (1005, String::new()),
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// Signs in as `name` (with `passcode`) and joins `room`; returns the socket and the cookie.
+pub async fn enter(addr: SocketAddr, room: &str, name: &str, passcode: &str) -> (Ws, String) {
+    let cookie = sign_in(addr, name, passcode).await;
+    let value = cookie.trim_start_matches("Cookie: ").to_owned();
+    (tab(addr, room, &value, name).await, value)
+}
+
+/// Another tab of the session in `cookie`, in `room`, past its welcome.
+pub async fn tab(addr: SocketAddr, room: &str, cookie: &str, name: &str) -> Ws {
+    let ws = within(
+        "joining",
+        try_ws_with(addr, &format!("/ws/{room}"), &[("Cookie", cookie)]),
+    )
+    .await
+    .expect("WebSocket refused");
+    expect_welcome(ws, name).await
+}
+
+pub async fn act(ws: &mut Ws, action: serde_json::Value) {
+    ws.send(Message::text(action.to_string()))
+        .await
+        .expect("send");
+}
+
+/// Reads until a frame of type `kind`.
+pub async fn next_of(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    loop {
+        let frame = next_json(ws).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+/// Says `text` and returns its id, as the speaker sees it come back (after others' words).
+pub async fn said(ws: &mut Ws, text: &str) -> u64 {
+    say(ws, text).await;
+    loop {
+        let message = next_message(ws).await;
+        if message["text"] == text {
+            return message["id"].as_u64().unwrap();
+        }
+    }
+}
+
+/// Joins by `?name=` (and `?since=`) and returns the ids replayed before the own join.
+pub async fn replayed(addr: SocketAddr, room: &str, name: &str, since: Option<u64>) -> Vec<u64> {
+    let since = since.map_or(String::new(), |id| format!("&since={id}"));
+    let mut ws = ws(addr, &format!("/ws/{room}?name={name}{since}")).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let mut ids = Vec::new();
+    loop {
+        let frame = next_json(&mut ws).await;
+        match frame["type"].as_str() {
+            Some("message") => ids.push(frame["id"].as_u64().unwrap()),
+            Some("join") if frame["name"] == name => return ids,
+            _ => {}
         }
     }
 }
