@@ -130,6 +130,7 @@ impl Server {
                             &session::hex(&session::new_secret()[..8]),
                             &executor,
                             meter.clone(),
+                            moderation.clone(),
                         ),
                         // Without the `redis` feature the config refuses `--redis`.
                         _ => Bus::Local,

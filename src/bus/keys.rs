@@ -15,6 +15,11 @@
 //!   heartbeat, so a box that dies leaves presence by itself.
 //! - `smolchat:room:R:boxes`: the boxes that may have people in the room (a set; a box whose
 //!   hash is gone is taken out by the next claim or load).
+//!
+//! For every room, the hosts' book ([`BOOK_KEY`]): a hash of the book's entries
+//! (`moderation::entries`: `ban:<name>`, `mute:<name>`, `lock:<room>`, `announce:<room>`),
+//! and a field `made` once a box has seeded it; rulings are published on [`BOOK_CHANNEL`] as
+//! `<box> <ruling as JSON>`.
 
 use crate::config::RedisTarget;
 use crate::message::Encoded;
@@ -107,6 +112,46 @@ for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return out
+";
+
+/// The hosts' book, shared by every box.
+pub const BOOK_KEY: &str = "smolchat:book";
+
+/// The channel every ruling is published on.
+pub const BOOK_CHANNEL: &str = "smolchat:book:ruled";
+
+/// Carries out a ruling in Redis and publishes it. KEYS: the book, the room's stream. ARGV:
+/// the entry (empty: none), `1` to set it or `0` to remove it, its value, what to erase
+/// (`message`, `through` or empty) and the id, the channel and the payload. One step, so every
+/// box that hears the ruling finds the book and the stream already changed.
+pub const RULE_SCRIPT: &str = r"
+if ARGV[1] ~= '' then
+  if ARGV[2] == '1' then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], 'made', '1')
+  else
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  end
+end
+if ARGV[4] == 'message' then
+  redis.call('XDEL', KEYS[2], ARGV[5] .. '-0')
+elseif ARGV[4] == 'through' then
+  redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(ARGV[5]) + 1) .. '-0')
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+";
+
+/// Reads the book, seeding it first with the asking box's own entries (ARGV: name, value,
+/// ...) if no box has yet: a box's bans from before it shared rooms are not forgotten, and a
+/// book that hosts have emptied since stays empty. KEYS: the book. Returns HGETALL.
+pub const BOOK_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'made', '1')
+  for i = 1, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return redis.call('HGETALL', KEYS[1])
 ";
 
 /// The counter of `room`'s ids.

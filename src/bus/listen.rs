@@ -18,11 +18,19 @@
 //! each room and claims them all again after a lost connection (Redis may have restarted, or
 //! this box's presence expired meanwhile). While there is no connection a claim is granted at
 //! once: names are then checked on this box only.
+//!
+//! Hosts' rulings go out through this task too (one script writes the book entry, removes the
+//! messages and publishes the ruling), and come in on the book's channel: this task writes
+//! them in the box's book and hands them to every room. At each connection it reads the whole
+//! book (seeding it, the first time, with this box's own) and has every room check its
+//! members, lock and announcement against it.
 
 use super::keys::{self, Seen, CLAIM_SCRIPT, CONNECT_WAIT, HERE_SCRIPT, PRESENCE_TTL};
+use super::keys::{BOOK_CHANNEL, BOOK_KEY, BOOK_SCRIPT, RULE_SCRIPT};
 use super::orders::Command;
-use super::{Health, Heard, News, Somebody};
+use super::{Erase, Health, Heard, News, Ruling, Somebody};
 use crate::meter::Meter;
+use crate::moderation::Moderation;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Msg, RedisResult, Value};
 use async_channel::{Receiver, Sender};
@@ -84,6 +92,7 @@ pub async fn run(
     history: usize,
     me: Arc<str>,
     meter: Arc<Meter>,
+    moderation: Arc<Moderation>,
     health: Arc<Health>,
 ) {
     let mut listener = Listener {
@@ -91,6 +100,7 @@ pub async fn run(
         history,
         me,
         meter,
+        moderation,
         feeds: HashMap::new(),
         health,
         retry: RETRY_FIRST,
@@ -134,6 +144,8 @@ struct Listener {
     /// This box's id.
     me: Arc<str>,
     meter: Arc<Meter>,
+    /// The box's book, where rulings from other boxes are written.
+    moderation: Arc<Moderation>,
     feeds: HashMap<Arc<str>, Feed>,
     health: Arc<Health>,
     retry: Duration,
@@ -156,6 +168,8 @@ impl Listener {
         for room in &rooms {
             bounded(ANSWER_WAIT, sink.subscribe(keys::channel(room))).await?;
         }
+        bounded(ANSWER_WAIT, sink.subscribe(BOOK_CHANNEL)).await?;
+        self.read_book(&mut data).await?;
         // Subscribed: whatever is posted from now on reaches this box. Each room catches up
         // before rooms may post: a room that opened while Redis was away gets its history
         // (`News::Opened`) first, so a post of its own cannot land in that history unseen.
@@ -206,6 +220,18 @@ impl Listener {
                     self.answer(&room, link, client, person, name, granted)
                         .await;
                     claimed?;
+                }
+                Wake::Command(Some(Command::Rule {
+                    room,
+                    link,
+                    client,
+                    ruling,
+                })) => {
+                    let ruled = self.rule(&room, &ruling, &mut data).await;
+                    if ruled.is_err() {
+                        self.unruled(&room, link, client).await;
+                    }
+                    ruled?;
                 }
                 Wake::Command(Some(Command::Release { room, link, name })) => {
                     if self.forget_mine(&room, link, &name) {
@@ -263,6 +289,105 @@ impl Listener {
             Command::Release { room, link, name } => {
                 self.forget_mine(&room, link, &name);
             }
+            Command::Rule {
+                room, link, client, ..
+            } => self.unruled(&room, link, client).await,
+        }
+    }
+
+    /// Tells a room that the ruling `client` gave did not reach Redis.
+    async fn unruled(&self, room: &str, link: u64, client: u64) {
+        if let Some(feed) = self.feeds.get(room).filter(|feed| feed.link == link) {
+            let _ = feed.news.send(News::Unruled { client }).await;
+        }
+    }
+
+    /// Carries out `ruling` in Redis (the book entry, the stream) and publishes it.
+    async fn rule(
+        &self,
+        room: &str,
+        ruling: &Ruling,
+        data: &mut MultiplexedConnection,
+    ) -> RedisResult<()> {
+        let json = serde_json::to_string(ruling).expect("a ruling serialises");
+        let (erase, id) = match ruling.erase {
+            Some(Erase::Message(id)) => ("message", id),
+            Some(Erase::Through(id)) => ("through", id),
+            None => ("", 0),
+        };
+        let _: u8 = ::redis::Script::new(RULE_SCRIPT)
+            .key(BOOK_KEY)
+            .key(keys::log_key(room))
+            .arg(ruling.entry.as_deref().unwrap_or(""))
+            .arg(if ruling.value.is_some() { "1" } else { "0" })
+            .arg(ruling.value.as_deref().unwrap_or(""))
+            .arg(erase)
+            .arg(id)
+            .arg(BOOK_CHANNEL)
+            .arg(format!("{} {json}", self.me))
+            .invoke_async(data)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the whole book from Redis into this box's (seeding Redis's with this box's if no
+    /// box has yet), and has every room check itself against it.
+    async fn read_book(&mut self, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        let script = ::redis::Script::new(BOOK_SCRIPT);
+        let mut invocation = script.key(BOOK_KEY);
+        for (name, value) in self.moderation.entries() {
+            invocation.arg(name).arg(value);
+        }
+        let book: HashMap<String, String> = invocation.invoke_async(data).await?;
+        let entries: Vec<(String, String)> =
+            book.into_iter().filter(|(k, _)| k != "made").collect();
+        for bad in self.moderation.replace(&entries) {
+            log::warn!("redis: the shared book: {bad}; skipped");
+        }
+        self.moderation.save().await;
+        self.tell_rooms(Ruling {
+            anew: true,
+            ..Ruling::default()
+        })
+        .await;
+        Ok(())
+    }
+
+    /// A ruling published by a box: written in this box's book and handed to every room,
+    /// unless it is this box's own (carried out already).
+    async fn ruled(&self, payload: &[u8]) {
+        let text = std::str::from_utf8(payload).ok();
+        let Some((on, json)) = text.and_then(|text| text.split_once(' ')) else {
+            log::warn!("redis: an unreadable ruling");
+            return;
+        };
+        if on == &*self.me {
+            return;
+        }
+        let ruling: Ruling = match serde_json::from_str(json) {
+            Ok(ruling) => ruling,
+            Err(e) => {
+                log::warn!("redis: an unreadable ruling from box {on}: {e}");
+                return;
+            }
+        };
+        if let Some(entry) = &ruling.entry {
+            if let Err(e) = self.moderation.set_entry(entry, ruling.value.as_deref()) {
+                log::warn!("redis: a ruling from box {on}: {e}");
+                return;
+            }
+            self.moderation.save().await;
+        }
+        self.tell_rooms(ruling).await;
+    }
+
+    /// Hands `ruling` to every room that has its history (a room still opening reads the book
+    /// as it starts).
+    async fn tell_rooms(&self, ruling: Ruling) {
+        let ruling = Arc::new(ruling);
+        for feed in self.feeds.values().filter(|feed| feed.last.is_some()) {
+            // A room that ended meanwhile has nobody to tell.
+            let _ = feed.news.send(News::Ruled(ruling.clone())).await;
         }
     }
 
@@ -456,6 +581,10 @@ impl Listener {
     /// A published message: delivered if it is the room's next, after the ones missed if it
     /// is further on, dropped if the room has it already.
     async fn heard(&mut self, message: &Msg, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        if message.get_channel_name() == BOOK_CHANNEL {
+            self.ruled(message.get_payload_bytes()).await;
+            return Ok(());
+        }
         let Some(room) = keys::room_of(message.get_channel_name()) else {
             return Ok(());
         };

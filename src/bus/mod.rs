@@ -34,12 +34,26 @@
 //! count cover every box; a box that stops heartbeating leaves presence within its expiry
 //! (`keys::PRESENCE_TTL`, 6 s) and one beat (2 s).
 //!
+//! Hosts' rulings: a ban, mute, lock, announcement, deletion or clear is carried out on the
+//! box it was given on, then handed to the listener, which writes the book entry it changes
+//! (or removes the messages) in Redis and publishes it, in one script. Every other box sets
+//! the entry in its own book (kept on disk as before, so it holds while Redis is away) and
+//! hands the ruling to each of its rooms ([`News::Ruled`]), which carry it out for their
+//! members. A box reads the whole book from Redis at every connection, so a ruling missed
+//! while it was cut off, or given while it was down, holds when it is back. A ban or mute
+//! given on one box against a name seated on another is widened there: that box adds the
+//! person and address it knows under the name, and publishes the widened entry. While Redis
+//! cannot be reached, hosts' actions in shared rooms are refused (`unavailable`), so no box
+//! keeps a ruling the others never heard of.
+//!
 //! Files: `keys` names the keys and holds the scripts, `post` and `listen` are the two tasks,
-//! `orders` what rooms hand them (the only part a build without the `redis` feature keeps).
+//! `orders` what rooms hand them and `ruling` what a host's action carries between boxes (the
+//! only parts a build without the `redis` feature keeps).
 //!
 //! Which store holds what: a shared room's history lives only in Redis (the stream, capped
 //! at `--history`); the box keeps the same ring in memory for replay, and the on-disk log is
-//! not used for it. Moderation (bans, mutes, locks) stays in each box's own book for now.
+//! not used for it. The hosts' book lives in Redis too (`keys::BOOK_KEY`), and each box keeps
+//! a copy on disk.
 
 // Without the `redis` feature (the routers' builds) a Redis bus is never made; its types stay
 // so that rooms keep one shape.
@@ -52,6 +66,9 @@ mod listen;
 mod orders;
 #[cfg(feature = "redis")]
 mod post;
+mod ruling;
+
+pub use ruling::{Erase, Notice, Ruling, ShutOut};
 
 use crate::atomic::AtomicU64;
 #[cfg(feature = "redis")]
@@ -59,6 +76,8 @@ use crate::config::RedisTarget;
 use crate::message::{Encoded, Unnumbered};
 #[cfg(feature = "redis")]
 use crate::meter::Meter;
+#[cfg(feature = "redis")]
+use crate::moderation::Moderation;
 use async_channel::{Receiver, Sender};
 #[cfg(feature = "redis")]
 use smol::Executor;
@@ -165,6 +184,15 @@ pub enum News {
     Said(Heard),
     /// The box lost its connection to Redis (`false`) or has it again (`true`).
     Reachable(bool),
+    /// A host's ruling from another box (or, `anew`, the whole book read again): the book has
+    /// it already; the room carries it out for its members.
+    Ruled(Arc<Ruling>),
+    /// A host's ruling did not reach Redis: the room tells them the other boxes may not
+    /// have it.
+    Unruled {
+        /// The host's connection in the room.
+        client: u64,
+    },
     /// A member's post did not reach Redis: the room tells them (it was not sent).
     Lost {
         /// The member's connection in the room.
@@ -192,7 +220,8 @@ pub struct Refused;
 impl Bus {
     /// Starts the two Redis tasks on `executor` for rooms keeping `history` messages, frames
     /// charged to `meter`. Connecting happens in the tasks, retried until it works.
-    /// `me` names this box in Redis: unique per start.
+    /// `me` names this box in Redis: unique per start. Rulings from other boxes are written
+    /// in `moderation`.
     #[cfg(feature = "redis")]
     pub fn connect(
         target: &RedisTarget,
@@ -200,6 +229,7 @@ impl Bus {
         me: &str,
         executor: &Executor<'static>,
         meter: Arc<Meter>,
+        moderation: Arc<Moderation>,
     ) -> Bus {
         let me: Arc<str> = Arc::from(me);
         let client = keys::client(target);
@@ -216,6 +246,7 @@ impl Bus {
                 history,
                 me.clone(),
                 meter,
+                moderation,
                 health.clone(),
             ))
             .detach();
@@ -301,6 +332,17 @@ impl Link {
             client,
             person,
             name: name.to_owned(),
+        });
+    }
+
+    /// Hands a host's ruling, carried out here already, to every other box; `client` gave it
+    /// and hears ([`News::Unruled`]) if it does not reach Redis. Never waits.
+    pub fn rule(&self, client: u64, ruling: Ruling) {
+        let _ = self.redis.listen.try_send(orders::Command::Rule {
+            room: self.room.clone(),
+            link: self.id,
+            client,
+            ruling: Box::new(ruling),
         });
     }
 

@@ -1,8 +1,8 @@
-//! What rooms hand the two Redis tasks: posts for `post`, and opens, closes and name claims for
-//! `listen`. Apart from those tasks so that a build without the `redis` feature keeps the
+//! What rooms hand the two Redis tasks: posts for `post`, and opens, closes, name claims and
+//! hosts' rulings for `listen`. Apart from those tasks so that a build without the `redis` feature keeps the
 //! bus's shape (rooms, links and news) with nothing of the Redis client in it.
 
-use super::News;
+use super::{News, Ruling};
 use crate::message::Unnumbered;
 use async_channel::Sender;
 use std::sync::Arc;
@@ -43,6 +43,14 @@ pub enum Command {
         client: u64,
         person: u64,
         name: String,
+    },
+    /// A host's ruling in `room`, carried out here already, for every other box; `client`,
+    /// who gave it, hears ([`News::Unruled`]) if Redis did not take it.
+    Rule {
+        room: Arc<str>,
+        link: u64,
+        client: u64,
+        ruling: Box<Ruling>,
     },
     /// `name` has no connection left in `room` on this box.
     Release {

@@ -110,9 +110,10 @@ impl Ring {
         self.entries.remove(at)
     }
 
-    /// Forgets every message; returns them. The last id stays.
-    pub fn clear(&mut self) -> Vec<Entry> {
-        self.entries.drain(..).collect()
+    /// Forgets every message up to id `through`; returns them. The last id stays.
+    pub fn clear(&mut self, through: u64) -> Vec<Entry> {
+        let end = self.entries.partition_point(|e| e.id <= through);
+        self.entries.drain(..end).collect()
     }
 
     /// Messages newer than `after` (all kept ones if `None`).

@@ -144,7 +144,10 @@ fn the_ring_forgets_a_deleted_message_and_stays_complete() {
     assert_eq!((ids(&replay), replay.complete), (vec![3, 4], true));
     assert_eq!(ring.remove(4).map(|e| e.id), Some(4));
     assert_eq!(ring.last_id(), 4, "the newest id is not reused");
-    assert_eq!(ring.clear().len(), 2);
+    ring.push(entry(5));
+    assert_eq!(ring.clear(3).len(), 2, "1 and 3; 5 came after the clear");
+    assert_eq!(ids(&ring.since(None)), vec![5]);
+    assert_eq!(ring.clear(5).len(), 1);
     assert!(ring.since(None).entries.is_empty() && ring.since(None).complete);
 }
 

@@ -6,8 +6,14 @@
 //! page, upgrade). The book is small and changes only when a host acts, so it sits behind one
 //! lock and is written whole after each change, crash-safe (`file.rs`). A host is never shut out
 //! or muted by an address: hosts share networks with the people they moderate.
+//!
+//! Boxes sharing rooms (`--redis`) share the book too, entry by entry (`entries.rs`): a change
+//! on one box is one entry set on every box, and each box still keeps its copy on disk.
 
+mod entries;
 mod file;
+
+pub use entries::{announcement_entry, lock_entry, sanction_entry};
 
 use crate::message::{timestamp, SanctionRef};
 use serde::{Deserialize, Serialize};

@@ -21,7 +21,8 @@
 //! `limits` is the sender's token bucket, kept by each client's reader; `moderate` carries
 //! out what hosts (and authors deleting their own words) ask for; `notices` tells a person, in
 //! their other rooms, of a direct message or a mention; `share` announces shared files;
-//! `elsewhere` keeps who is in a shared room on other boxes.
+//! `elsewhere` keeps who is in a shared room on other boxes; `ruled` carries out hosts'
+//! rulings given on other boxes.
 
 mod elsewhere;
 mod keepalive;
@@ -30,6 +31,7 @@ mod moderate;
 mod notices;
 mod presence;
 mod registry;
+mod ruled;
 mod share;
 #[cfg(test)]
 mod tests;
@@ -606,6 +608,8 @@ impl Room {
             News::Went { on, name } => self.went_elsewhere(&on, name),
             News::Gone { on } => self.gone_elsewhere(&on),
             News::Claimed { client, granted } => self.claimed(client, granted),
+            News::Ruled(ruling) => self.ruled(&ruling),
+            News::Unruled { client } => self.tell(client, "unavailable", moderate::UNHEARD),
         }
     }
 

@@ -7,11 +7,20 @@
 //! the history's pending appends) before any page hears of it: the loop waits for the disk
 //! thread here, which is rare and short, rather than announce what a crash could undo. A ban
 //! reaches the other rooms as events of their own.
+//!
+//! In a shared room (`--redis`) each action is carried out here first, for this box's members,
+//! then handed to the other boxes as a [`Ruling`] (`ruled.rs` carries theirs out here). A
+//! name seated only on another box may be kicked, muted or banned from here: that box lets
+//! them go and adds who they are to the book. While Redis cannot be reached, actions are
+//! refused rather than kept by this box alone.
 
 use super::{ClientId, Delivery, Event, Room, Seat};
+use crate::bus::{Erase, Notice, Ruling, ShutOut};
 use crate::message::{timestamp, Action, Encoded, Outbound};
 use crate::meter::{Meter, SLOT_BYTES};
-use crate::moderation::{unix_now, Announcement, Kind, Sanction};
+use crate::moderation::{
+    announcement_entry, lock_entry, sanction_entry, unix_now, Announcement, Kind, Sanction,
+};
 use crate::queue::{Dismissal, Pushed};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,11 +32,18 @@ const MAX_MUTE_MINUTES: f64 = 7.0 * 24.0 * 60.0;
 /// Someone a host banned, for every room to let go of.
 #[derive(Debug)]
 pub(crate) struct Banished {
-    persons: Vec<u64>,
-    addresses: Vec<IpAddr>,
+    pub(super) persons: Vec<u64>,
+    pub(super) addresses: Vec<IpAddr>,
     /// The close reason.
-    reason: Arc<str>,
+    pub(super) reason: Arc<str>,
 }
+
+/// What a host is told when their action cannot reach the other boxes.
+pub(super) const CUT_OFF: &str =
+    "The other boxes cannot be reached now, so this was not done; try again in a moment.";
+/// What a host is told when their action, done here, did not reach the other boxes.
+pub(super) const UNHEARD: &str =
+    "Done on this box, but the other boxes may not have heard of it; do it again in a moment.";
 
 /// The `notice` frame of `room`'s standing announcement (empty text: taken down).
 pub(super) fn standing_frame(
@@ -93,8 +109,9 @@ impl Room {
     }
 
     /// Tells everyone a line about what a host did: `text` in English, and the `event` with
-    /// whom it was about (`name`) and its `detail`, for pages in other languages.
-    fn notice(&mut self, text: &str, event: &str, name: &str, detail: &str) {
+    /// whom it was about (`name`) and its `detail`, for pages in other languages. Returns it,
+    /// for the other boxes.
+    pub(super) fn notice(&mut self, text: &str, event: &str, name: &str, detail: &str) -> Notice {
         let when = timestamp(SystemTime::now());
         let frame = Outbound::Notice {
             room: &self.name,
@@ -107,6 +124,31 @@ impl Room {
         }
         .encode_metered(&self.shared.meter);
         self.broadcast(frame, Delivery::Every);
+        Notice {
+            text: text.to_owned(),
+            event: event.to_owned(),
+            name: name.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Hands `ruling`, given by member `id` and carried out here, to the other boxes (in a
+    /// shared room; nothing otherwise).
+    fn rule(&self, id: ClientId, ruling: Ruling) {
+        if let Some(link) = &self.link {
+            link.rule(id, ruling);
+        }
+    }
+
+    /// A ruling in this room that sets `entry` to what the book now holds for it.
+    fn entry_ruling(&self, entry: String, notice: Option<Notice>) -> Ruling {
+        Ruling {
+            room: self.name.clone(),
+            value: self.shared.moderation.entry(&entry),
+            entry: Some(entry),
+            notice,
+            ..Ruling::default()
+        }
     }
 
     /// Carries out `action` for member `id`, if they may.
@@ -116,14 +158,13 @@ impl Room {
         };
         let (actor, person, host) = (seat.name.clone(), seat.person, seat.host);
         let kind = action.name();
-        if self.link.is_some() && matches!(action, Action::Delete { .. } | Action::Clear) {
-            // Removing messages from Redis's history, for every box, is not done yet; removing
-            // them here only would show each box a different history.
-            return self.tell(
-                id,
-                "unsupported",
-                "Deleting messages is not available yet in rooms shared across boxes.",
+        let cut_off = self.link.as_ref().is_some_and(|link| !link.connected());
+        if cut_off && (host || matches!(action, Action::Delete { .. })) && action != Action::Bans {
+            log::info!(
+                "room {}: refused {kind} from {actor}: Redis is unreachable",
+                self.name
             );
+            return self.tell(id, "unavailable", CUT_OFF);
         }
         let done = match action {
             // Anyone may ask; `delete` checks whose message it is.
@@ -144,8 +185,8 @@ impl Room {
                 self.list_bans(id);
                 None
             }
-            Action::Lock => self.lock(true, &actor).await,
-            Action::Unlock => self.lock(false, &actor).await,
+            Action::Lock => self.lock(id, true, &actor).await,
+            Action::Unlock => self.lock(id, false, &actor).await,
             Action::Announce { text } => self.announce(id, text.trim(), &actor).await,
             Action::Clear => self.clear(id, &actor).await,
         };
@@ -209,15 +250,24 @@ impl Room {
             self.shared.stats.moderated("own_delete");
         }
         self.broadcast(tombstone, Delivery::Every);
-        if host && !own {
-            self.notice("A host removed a message.", "removed", "", "");
-        }
+        let notice =
+            (host && !own).then(|| self.notice("A host removed a message.", "removed", "", ""));
+        self.rule(
+            id,
+            Ruling {
+                room: self.name.clone(),
+                erase: Some(Erase::Message(message)),
+                notice,
+                ..Ruling::default()
+            },
+        );
     }
 
     /// Writes `tombstone` to the room's file and waits until it is on disk; false (and the
-    /// asker told) if it could not be written: then nothing is announced.
+    /// asker told) if it could not be written: then nothing is announced. A shared room's
+    /// history is in Redis, not on disk: the ruling removes it there.
     async fn erase(&self, id: ClientId, tombstone: &Encoded) -> bool {
-        let Some(store) = self.shared.store.clone() else {
+        let Some(store) = self.shared.store.clone().filter(|_| self.link.is_none()) else {
             return true; // Memory only: forgetting it is all there is.
         };
         match store.erase(&self.name, tombstone).await {
@@ -269,6 +319,14 @@ impl Room {
             .filter(|(_, seat)| seat.name == name)
             .map(|(id, _)| *id)
             .collect();
+        let elsewhere = || {
+            self.elsewhere
+                .values()
+                .any(|names| names.contains_key(name))
+        };
+        if seats.is_empty() && self.link.is_some() && elsewhere() {
+            return Some(seats); // Seated on another box: that box lets them go.
+        }
         if seats.is_empty() {
             self.tell(
                 id,
@@ -285,7 +343,7 @@ impl Room {
     }
 
     /// Lets go of members `ids` with a 4403 close carrying `reason`.
-    fn shut_out(&mut self, ids: &[ClientId], reason: &Arc<str>) {
+    pub(super) fn shut_out(&mut self, ids: &[ClientId], reason: &Arc<str>) {
         let mut departed = Vec::new();
         for id in ids {
             if let Some(seat) = self.members.remove(id) {
@@ -301,12 +359,25 @@ impl Room {
     fn kick(&mut self, id: ClientId, name: &str, reason: &str, actor: &str) -> Option<String> {
         let seats = self.targets(id, name)?;
         let reason = reason.trim();
-        self.shut_out(&seats, &Arc::from(format!("kicked: {reason}").trim_end()));
+        let close = format!("kicked: {reason}").trim_end().to_owned();
+        self.shut_out(&seats, &Arc::from(close.as_str()));
         let line = match reason {
             "" => format!("A host removed {name} from the room."),
             why => format!("A host removed {name} from the room: {why}"),
         };
-        self.notice(&line, "kicked", name, reason);
+        let notice = self.notice(&line, "kicked", name, reason);
+        self.rule(
+            id,
+            Ruling {
+                room: self.name.clone(),
+                shut_out: Some(ShutOut {
+                    name: name.to_owned(),
+                    reason: close,
+                }),
+                notice: Some(notice),
+                ..Ruling::default()
+            },
+        );
         Some(format!(
             "{name} ({} connections) by {actor}: {reason}",
             seats.len()
@@ -368,12 +439,14 @@ impl Room {
         } else {
             format!("{} min", seconds.div_ceil(60))
         };
-        self.notice(
+        let notice = self.notice(
             &format!("{name} was muted for {span}."),
             "muted",
             name,
             &span,
         );
+        let ruling = self.entry_ruling(sanction_entry(Kind::Mute, name), Some(notice));
+        self.rule(id, ruling);
         Some(format!("{name} for {span} by {actor}"))
     }
 
@@ -393,7 +466,13 @@ impl Room {
             "" => format!("A host banned {name}."),
             why => format!("A host banned {name}: {why}"),
         };
-        self.notice(&line, "banned", name, reason.trim());
+        let notice = self.notice(&line, "banned", name, reason.trim());
+        let mut ruling = self.entry_ruling(sanction_entry(Kind::Ban, name), Some(notice));
+        ruling.shut_out = Some(ShutOut {
+            name: name.to_owned(),
+            reason: banished.reason.to_string(),
+        });
+        self.rule(id, ruling);
         Some(format!(
             "{name} by {actor} ({} sessions, {} addresses)",
             banished.persons.len(),
@@ -403,7 +482,7 @@ impl Room {
 
     /// Tells every other room to let the banned person's connections go. From a task of its
     /// own: a room never waits on another room's channel.
-    fn banish_elsewhere(&self, banished: Arc<Banished>) {
+    pub(super) fn banish_elsewhere(&self, banished: Arc<Banished>) {
         let shared = self.shared.clone();
         let here = self.name.clone();
         let task = async move {
@@ -453,7 +532,9 @@ impl Room {
             Kind::Ban => (format!("A host lifted the ban on {name}."), "unbanned"),
             Kind::Mute => (format!("{name} may write again."), "unmuted"),
         };
-        self.notice(&line, event, name, "");
+        let notice = self.notice(&line, event, name, "");
+        let ruling = self.entry_ruling(sanction_entry(kind, name), Some(notice));
+        self.rule(id, ruling);
         Some(format!("{name} by {actor}"))
     }
 
@@ -473,7 +554,7 @@ impl Room {
         }
     }
 
-    async fn lock(&mut self, locked: bool, actor: &str) -> Option<String> {
+    async fn lock(&mut self, id: ClientId, locked: bool, actor: &str) -> Option<String> {
         self.locked = locked;
         self.shared.moderation.set_locked(&self.name, locked);
         self.shared.moderation.save().await;
@@ -491,7 +572,9 @@ impl Room {
                 "unlocked",
             )
         };
-        self.notice(line, event, "", "");
+        let notice = self.notice(line, event, "", "");
+        let ruling = self.entry_ruling(lock_entry(&self.name), Some(notice));
+        self.rule(id, ruling);
         Some(format!("by {actor}"))
     }
 
@@ -510,19 +593,29 @@ impl Room {
             .map(|a| standing_frame(&self.name, a, &self.shared.meter));
         self.shared.moderation.announce(&self.name, standing);
         self.shared.moderation.save().await;
-        match self.announcement.clone() {
-            Some(frame) => self.broadcast(frame, Delivery::Every),
-            None => {
-                let down = Announcement {
-                    text: String::new(),
-                    when: timestamp(SystemTime::now()),
-                };
-                let down = standing_frame(&self.name, &down, &self.shared.meter);
-                self.broadcast(down, Delivery::Every);
-                self.notice("A host took the announcement down.", "taken_down", "", "");
+        let notice = match self.announcement.clone() {
+            Some(frame) => {
+                self.broadcast(frame, Delivery::Every);
+                None
             }
-        }
+            None => {
+                self.take_down();
+                Some(self.notice("A host took the announcement down.", "taken_down", "", ""))
+            }
+        };
+        let ruling = self.entry_ruling(announcement_entry(&self.name), notice);
+        self.rule(id, ruling);
         Some(format!("by {actor}: {text}"))
+    }
+
+    /// Tells everyone the standing announcement is down (an empty one).
+    pub(super) fn take_down(&mut self) {
+        let down = Announcement {
+            text: String::new(),
+            when: timestamp(SystemTime::now()),
+        };
+        let down = standing_frame(&self.name, &down, &self.shared.meter);
+        self.broadcast(down, Delivery::Every);
     }
 
     async fn clear(&mut self, id: ClientId, actor: &str) -> Option<String> {
@@ -535,12 +628,21 @@ impl Room {
         if !self.erase(id, &tombstone).await {
             return None;
         }
-        let removed = self.history.clear();
+        let removed = self.history.clear(last);
         for entry in &removed {
             self.forget_file(&entry.frame);
         }
         self.broadcast(tombstone, Delivery::Every);
-        self.notice("A host cleared the room's history.", "cleared", "", "");
+        let notice = self.notice("A host cleared the room's history.", "cleared", "", "");
+        self.rule(
+            id,
+            Ruling {
+                room: self.name.clone(),
+                erase: Some(Erase::Through(last)),
+                notice: Some(notice),
+                ..Ruling::default()
+            },
+        );
         Some(format!(
             "{} messages up to {last} by {actor}",
             removed.len()
