@@ -126,8 +126,22 @@ impl Server {
                         #[cfg(feature = "redis")]
                         Some(target) => Bus::connect(
                             target,
-                            config.history,
-                            &session::hex(&session::new_secret()[..8]),
+                            crate::bus::Settings {
+                                history: config.history,
+                                me: session::hex(&session::new_secret()[..8]),
+                                per_second: config.messages_per_second.get().saturating_mul(
+                                    config
+                                        .max_sockets_per_address
+                                        .try_into()
+                                        .unwrap_or(u32::MAX),
+                                ),
+                                burst: config.message_burst.get().saturating_mul(
+                                    config
+                                        .max_sockets_per_address
+                                        .try_into()
+                                        .unwrap_or(u32::MAX),
+                                ),
+                            },
                             &executor,
                             meter.clone(),
                             moderation.clone(),

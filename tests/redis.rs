@@ -726,3 +726,62 @@ fn healthz_says_whether_redis_is_reachable() {
         until_redis_is(shared.addr, "up").await;
     });
 }
+
+#[test]
+fn one_address_has_one_budget_across_the_boxes() {
+    // One socket per address, one message a second after a burst of three: what one box gives
+    // an address, and all the boxes together give it no more.
+    let redis = RedisServer::start("budget");
+    let limited = || smolchat::Config {
+        messages_per_second: 1.try_into().unwrap(),
+        message_burst: 3.try_into().unwrap(),
+        max_sockets_per_address: 1,
+        ..redis.config(50)
+    };
+    let (a, b) = (start(limited()), start(limited()));
+    smol::block_on(async {
+        let mut ann = join(a.addr, "lobby", "ann").await;
+        let mut bob = join(b.addr, "lobby", "bob").await;
+        let started = std::time::Instant::now();
+        for n in 1..=3 {
+            say_keyed(&mut ann, &format!("ann {n}"), &format!("a{n}")).await;
+        }
+        let anns = keyed_messages(&mut ann, 3).await;
+        // Bob, on the other box but at the same address, has his own socket's burst there.
+        for n in 1..=3 {
+            say_keyed(&mut bob, &format!("bob {n}"), &format!("b{n}")).await;
+        }
+        let (mut kept, mut refused) = (Vec::new(), Vec::new());
+        while kept.len() + refused.len() < 3 {
+            let frame = next_json(&mut bob).await;
+            let key = frame["key"].as_str().unwrap_or_default().to_owned();
+            match frame["type"].as_str() {
+                Some("message") if key.starts_with('b') => kept.push(frame["id"].as_u64().unwrap()),
+                Some("error") => {
+                    assert_eq!(frame["code"], "too_fast", "{frame}");
+                    refused.push(key);
+                }
+                _ => {}
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        // The bucket holds 3 and gains 1 a second: no more than that went through.
+        let allowed = 3 + elapsed.ceil() as usize;
+        assert!(
+            anns.len() + kept.len() <= allowed,
+            "{kept:?} in {elapsed} s"
+        );
+        assert!(
+            elapsed < 2.0,
+            "took {elapsed} s: too slow to tell a budget from its refill"
+        );
+        assert!(!refused.is_empty(), "bob multiplied the address's budget");
+        // A refused message takes no id.
+        let ids: Vec<u64> = anns
+            .iter()
+            .map(|m| m.0)
+            .chain(kept.iter().copied())
+            .collect();
+        assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    });
+}

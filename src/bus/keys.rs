@@ -16,6 +16,9 @@
 //! - `smolchat:room:R:boxes`: the boxes that may have people in the room (a set; a box whose
 //!   hash is gone is taken out by the next claim or load).
 //!
+//! Per address `A` (as the boxes see it): `smolchat:budget:A`, what it may still post across
+//! every box (see [`POST_SCRIPT`]).
+//!
 //! For every room, the hosts' book ([`BOOK_KEY`]): a hash of the book's entries
 //! (`moderation::entries`: `ban:<name>`, `mute:<name>`, `lock:<room>`, `announce:<room>`),
 //! and a field `made` once a box has seeded it; rulings are published on [`BOOK_CHANNEL`] as
@@ -39,8 +42,11 @@ const PREFIX: &str = "smolchat:room:";
 
 /// The posting script. KEYS: the id counter, the stream. ARGV: the frame before and after its
 /// id, the author's person id, the history length, the channel, the last id the posting box
-/// has seen in the room, the sender's key for the message (empty: none) and how long a key is
-/// kept, in seconds. A key already kept (`smolchat:room:R:id:key:K`, holding its message's id)
+/// has seen in the room, the sender's key for the message (empty: none), how long a key is
+/// kept, in seconds, and the sender's address (empty: none) with its budget across the boxes
+/// (messages per second, burst) and the prefix of budgets' keys. An address's budget is a
+/// token bucket on Redis's clock, [`BUDGET_PREFIX`]`<address>`; a message over it is refused
+/// with -1 and takes no id. A key already kept (`smolchat:room:R:id:key:K`, holding its message's id)
 /// means the message was kept before: nothing is done and that id returned, so a message sent
 /// again after an answer was lost shows once, and no id is skipped. Redis runs a script alone, so the id, the append and the publish
 /// are one step: ids increase by one per room across all boxes, and the stream and the channel
@@ -53,6 +59,19 @@ if ARGV[7] ~= '' then
   key = KEYS[1] .. ':key:' .. ARGV[7]
   local before = redis.call('GET', key)
   if before then return tonumber(before) end
+end
+if ARGV[9] ~= '' then
+  local bucket = ARGV[12] .. ARGV[9]
+  local rate, burst = tonumber(ARGV[10]), tonumber(ARGV[11])
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local held = redis.call('HMGET', bucket, 't', 'at')
+  local tokens = tonumber(held[1]) or burst
+  local at = tonumber(held[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+  if tokens < 1 then return -1 end
+  redis.call('HSET', bucket, 't', tokens - 1, 'at', now)
+  redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
 end
 local id = redis.call('INCR', KEYS[1])
 local seen = tonumber(ARGV[6])
@@ -153,6 +172,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return redis.call('HGETALL', KEYS[1])
 ";
+
+/// The prefix of each address's budget across the boxes (a hash: tokens, when).
+pub const BUDGET_PREFIX: &str = "smolchat:budget:";
 
 /// The counter of `room`'s ids.
 pub fn id_key(room: &str) -> String {

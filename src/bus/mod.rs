@@ -81,6 +81,7 @@ use crate::moderation::Moderation;
 use async_channel::{Receiver, Sender};
 #[cfg(feature = "redis")]
 use smol::Executor;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -193,6 +194,14 @@ pub enum News {
         /// The host's connection in the room.
         client: u64,
     },
+    /// A member's post was refused: their address has spent its budget across the boxes.
+    /// The room tells them (it was not sent).
+    Refused {
+        /// The member's connection in the room.
+        client: u64,
+        /// The member's key for the message, if it gave one.
+        key: Option<Box<str>>,
+    },
     /// A member's post did not reach Redis: the room tells them (it was not sent).
     Lost {
         /// The member's connection in the room.
@@ -217,27 +226,41 @@ pub struct Link {
 #[derive(Debug)]
 pub struct Refused;
 
+/// How a box takes part in sharing rooms.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Messages each room keeps (`--history`): the stream's cap.
+    pub history: usize,
+    /// This box's name in Redis: unique per start.
+    pub me: String,
+    /// What one address may post across every box: messages per second once its burst
+    /// is spent, and the burst. A box gives an address as much as its sockets' buckets
+    /// allow; the boxes together give it no more.
+    pub per_second: u32,
+    /// See `per_second`.
+    pub burst: u32,
+}
+
 impl Bus {
-    /// Starts the two Redis tasks on `executor` for rooms keeping `history` messages, frames
-    /// charged to `meter`. Connecting happens in the tasks, retried until it works.
-    /// `me` names this box in Redis: unique per start. Rulings from other boxes are written
-    /// in `moderation`.
+    /// Starts the two Redis tasks on `executor`, frames charged to `meter`. Connecting
+    /// happens in the tasks, retried until it works. Rulings from other boxes are written in
+    /// `moderation`.
     #[cfg(feature = "redis")]
     pub fn connect(
         target: &RedisTarget,
-        history: usize,
-        me: &str,
+        settings: Settings,
         executor: &Executor<'static>,
         meter: Arc<Meter>,
         moderation: Arc<Moderation>,
     ) -> Bus {
-        let me: Arc<str> = Arc::from(me);
+        let me: Arc<str> = Arc::from(settings.me.as_str());
+        let history = settings.history;
         let client = keys::client(target);
         let health = Arc::new(Health::default());
         let (posts, queued) = async_channel::bounded(POST_QUEUE);
         let (listen, commands) = async_channel::unbounded();
         executor
-            .spawn(post::run(client.clone(), queued, history, health.clone()))
+            .spawn(post::run(client.clone(), queued, settings, health.clone()))
             .detach();
         executor
             .spawn(listen::run(
@@ -300,13 +323,14 @@ impl Link {
     /// Offers a message to Redis without waiting; it comes back as [`News::Said`] with its id
     /// (or as [`News::Lost`]). `client` said it, `person` is who they are, `seen` is the
     /// room's last id here; `key` is the sender's own for it: Redis keeps a message once per
-    /// key (see `keys::POST_SCRIPT`).
+    /// key (see `keys::POST_SCRIPT`); `address` is where they are (see [`Settings::per_second`]).
     pub fn post(
         &self,
         client: u64,
         person: u64,
         seen: u64,
         key: Option<Box<str>>,
+        address: Option<IpAddr>,
         frame: Unnumbered,
     ) -> Result<(), Refused> {
         let post = orders::Post {
@@ -315,6 +339,7 @@ impl Link {
             person,
             seen,
             key,
+            address,
             frame,
             news: self.news_tx.clone(),
         };

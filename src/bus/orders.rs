@@ -5,6 +5,7 @@
 use super::{News, Ruling};
 use crate::message::Unnumbered;
 use async_channel::Sender;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// One message on its way to Redis.
@@ -19,6 +20,8 @@ pub struct Post {
     pub seen: u64,
     /// The sender's key for the message, if any.
     pub key: Option<Box<str>>,
+    /// The sender's address: its messages on every box draw on one budget.
+    pub address: Option<IpAddr>,
     /// The frame, missing its id.
     pub frame: Unnumbered,
     /// The room's news channel, for [`News::Lost`].

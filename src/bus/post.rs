@@ -10,10 +10,14 @@
 //! is told it was not sent. A post whose answer was lost with the connection (Redis may have
 //! run it) is reported the same way; the page sends it again with the key it gave it, and the
 //! script keeps one message per key, so it shows once either way.
+//!
+//! A post over its sender's budget across the boxes (one per address; see `keys::POST_SCRIPT`)
+//! takes no id and is reported as [`News::Refused`]: however many boxes a flooder connects
+//! to, together they pass on no more than one box would.
 
-use super::keys::{self, CONNECT_WAIT, POST_SCRIPT};
+use super::keys::{self, BUDGET_PREFIX, CONNECT_WAIT, POST_SCRIPT};
 use super::orders::Post;
-use super::{Health, News};
+use super::{Health, News, Settings};
 use crate::message::KEY_LIFETIME_SECS;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisResult, Script, ServerErrorKind};
@@ -24,11 +28,13 @@ use std::time::Duration;
 
 /// Most posts sent in one pipeline.
 const BATCH: usize = 64;
+/// The posting script's answer for a message over its sender's budget.
+const OVER_BUDGET: i64 = -1;
 /// Longest a pipeline may wait for its answers before the connection counts as lost.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs until every room's sender is gone (the server stopped).
-pub async fn run(client: Client, posts: Receiver<Post>, history: usize, health: Arc<Health>) {
+pub async fn run(client: Client, posts: Receiver<Post>, settings: Settings, health: Arc<Health>) {
     let script = Script::new(POST_SCRIPT);
     let mut connection: Option<MultiplexedConnection> = None;
     // The listener's connection this one was made during.
@@ -57,7 +63,7 @@ pub async fn run(client: Client, posts: Receiver<Post>, history: usize, health: 
             lose(batch).await;
             continue;
         };
-        let answers = send(live, &script, &batch, history).await;
+        let answers = send(live, &script, &batch, &settings).await;
         let Some(retry) = settle(batch, answers).await else {
             connection = None;
             continue;
@@ -70,7 +76,7 @@ pub async fn run(client: Client, posts: Receiver<Post>, history: usize, health: 
         if let Err(e) = script.prepare_invoke().load_async(live).await {
             log::warn!("redis: cannot load the posting script: {e}");
         }
-        let answers = send(live, &script, &retry, history).await;
+        let answers = send(live, &script, &retry, &settings).await;
         match settle(retry, answers).await {
             None => connection = None,
             Some(still) => lose(still).await,
@@ -93,8 +99,8 @@ async fn send(
     connection: &mut MultiplexedConnection,
     script: &Script,
     batch: &[Post],
-    history: usize,
-) -> RedisResult<Vec<RedisResult<u64>>> {
+    settings: &Settings,
+) -> RedisResult<Vec<RedisResult<i64>>> {
     let mut pipe = ::redis::pipe();
     pipe.ignore_errors();
     for post in batch {
@@ -106,11 +112,15 @@ async fn send(
             .arg(&post.frame.head)
             .arg(&post.frame.tail)
             .arg(post.person)
-            .arg(history)
+            .arg(settings.history)
             .arg(keys::channel(&post.room))
             .arg(post.seen)
             .arg(post.key.as_deref().unwrap_or(""))
-            .arg(KEY_LIFETIME_SECS);
+            .arg(KEY_LIFETIME_SECS)
+            .arg(post.address.map(|a| a.to_string()).unwrap_or_default())
+            .arg(settings.per_second)
+            .arg(settings.burst)
+            .arg(BUDGET_PREFIX);
     }
     pipe.query_async(connection).await
 }
@@ -119,7 +129,7 @@ async fn send(
 /// or `None` if the connection failed (every post of the batch is then reported lost).
 async fn settle(
     batch: Vec<Post>,
-    answers: RedisResult<Vec<RedisResult<u64>>>,
+    answers: RedisResult<Vec<RedisResult<i64>>>,
 ) -> Option<Vec<Post>> {
     let answers = match answers {
         Ok(answers) => answers,
@@ -133,6 +143,14 @@ async fn settle(
     let mut lost = Vec::new();
     for (post, answer) in batch.into_iter().zip(answers) {
         match answer {
+            Ok(OVER_BUDGET) => {
+                let refused = News::Refused {
+                    client: post.client,
+                    key: post.key,
+                };
+                // The room may have ended; then there is nobody to tell.
+                let _ = post.news.send(refused).await;
+            }
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 noscript.push(post)

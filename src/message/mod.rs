@@ -218,12 +218,13 @@ pub enum Outbound<'a> {
         /// What happened, for programs: `slow_down` (messages held back for sending too fast),
         /// `forbidden` (hosts only), `muted`, `locked`, `too_late` (past the delete window),
         /// `not_found` (no such message or person), `bad_action` (an unreadable request),
-        /// `unavailable` (a shared room's Redis cannot be reached: the message was not sent),
-        /// `unsupported` (not available in a room shared across boxes yet).
+        /// `unavailable` (a shared room's Redis cannot be reached: the message or action was
+        /// not sent), `too_fast` (a shared room: the sender's address has spent its budget
+        /// across the boxes; the message was not sent).
         code: &'a str,
         /// What happened, for people.
         text: &'a str,
-        /// For `unavailable`: the key of the message not sent, if it had one (sending it again
+        /// For `unavailable` and `too_fast`: the key of the message not sent, if it had one (sending it again
         /// with that key never shows it twice).
         #[serde(skip_serializing_if = "Option::is_none")]
         key: Option<&'a str>,

@@ -68,6 +68,9 @@ const OPEN_WAIT: Duration = Duration::from_secs(3);
 /// What a member is told when their message cannot reach Redis.
 const UNAVAILABLE: &str =
     "Not sent: the chat cannot reach its shared server right now. Try again in a moment.";
+/// What a member is told when their network has spent its budget across the boxes.
+const TOO_FAST: &str =
+    "Not sent: too many messages from your network across the chat's boxes. Wait a moment.";
 /// When memory runs short, members this many frames behind, or half as far as the furthest
 /// behind if that is more, are let go; members that keep up are never this far behind.
 const BACKLOG_FLOOR: usize = 16;
@@ -504,7 +507,9 @@ impl Room {
             .encode_unnumbered()
             .expect("a message frame has an id");
             let seen = self.history.last_id();
-            if !link.connected() || link.post(from, author, seen, key.clone(), frame).is_err() {
+            let address = seat.address;
+            let posted = link.post(from, author, seen, key.clone(), address, frame);
+            if !link.connected() || posted.is_err() {
                 self.tell_keyed(from, "unavailable", UNAVAILABLE, key.as_deref());
             }
             return;
@@ -594,6 +599,9 @@ impl Room {
                 self.all_elsewhere(here);
             }
             News::Said(heard) => self.deliver(heard),
+            News::Refused { client, key } => {
+                self.tell_keyed(client, "too_fast", TOO_FAST, key.as_deref())
+            }
             News::Lost { client, key } => {
                 self.tell_keyed(client, "unavailable", UNAVAILABLE, key.as_deref())
             }
