@@ -224,8 +224,8 @@ pub enum Outbound<'a> {
         code: &'a str,
         /// What happened, for people.
         text: &'a str,
-        /// For `unavailable` and `too_fast`: the key of the message not sent, if it had one (sending it again
-        /// with that key never shows it twice).
+        /// For `unavailable` and `too_fast`: the key of the message not sent, if it had one
+        /// (sending it again with that key never shows it twice).
         #[serde(skip_serializing_if = "Option::is_none")]
         key: Option<&'a str>,
     },
