@@ -432,10 +432,15 @@ struct AnswerCutter {
 
 impl AnswerCutter {
     fn start(redis: &RedisServer) -> AnswerCutter {
+        AnswerCutter::start_on(redis, 0)
+    }
+
+    /// One listening on `port` (0: any free one).
+    fn start_on(redis: &RedisServer, port: u16) -> AnswerCutter {
         use std::net::{TcpListener, TcpStream};
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let answers = Arc::new(AtomicBool::new(true));
         let upstream = redis.port;
@@ -783,5 +788,38 @@ fn one_address_has_one_budget_across_the_boxes() {
             .chain(kept.iter().copied())
             .collect();
         assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_room_opened_while_cut_off_shows_what_other_boxes_said_meanwhile() {
+    let redis = RedisServer::start("cut-off-room");
+    let a = start(redis.config(50));
+    // Box B reaches Redis only through a forwarder that is not there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut cut_off = redis.config(50);
+    if let Some(target) = cut_off.redis.as_mut() {
+        target.port = port;
+    }
+    let b = start(cut_off);
+    smol::block_on(async {
+        // The room starts on B without its history, and lets ann in after a moment.
+        let mut ann = join(b.addr, "lobby", "ann").await;
+        assert!(!next_shared(&mut ann).await);
+        let mut bob = join(a.addr, "lobby", "bob").await;
+        say(&mut bob, "said while B was cut off").await;
+        assert_eq!(messages(&mut bob, 1).await[0].0, 1);
+
+        let _forwarder = AnswerCutter::start_on(&redis, port);
+        // B connects, reads the room's history, and ann sees what she missed, then goes on.
+        assert_eq!(
+            messages(&mut ann, 1).await,
+            [(1, "said while B was cut off".to_owned())]
+        );
+        say(&mut bob, "and now").await;
+        assert_eq!(messages(&mut ann, 1).await, [(2, "and now".to_owned())]);
     });
 }

@@ -584,7 +584,7 @@ impl Room {
                 last_id,
                 here,
             } => {
-                let entries = entries
+                let entries: Vec<Entry> = entries
                     .into_iter()
                     .map(|heard| Entry {
                         id: heard.id,
@@ -592,9 +592,19 @@ impl Room {
                         origin: None,
                     })
                     .collect();
+                // Members already here came while Redis was away (the room let them in
+                // without a history): what was said meanwhile on other boxes reaches them now.
+                let owed: Vec<Encoded> = if self.members.is_empty() {
+                    Vec::new()
+                } else {
+                    entries.iter().map(|entry| entry.frame.clone()).collect()
+                };
                 self.history = Ring::from_entries(self.shared.history, entries, last_id);
                 if last_id > 0 {
                     self.shared.notices.kept(&self.name, last_id);
+                }
+                for frame in owed {
+                    self.broadcast(frame, Delivery::Every);
                 }
                 self.all_elsewhere(here);
             }
