@@ -135,9 +135,12 @@ impl Room {
     /// Hands `ruling`, given by member `id` and carried out here, to the other boxes (in a
     /// shared room; nothing otherwise).
     fn rule(&self, id: ClientId, ruling: Ruling) {
+        #[cfg(feature = "redis")]
         if let Some(link) = &self.link {
             link.rule(id, ruling);
         }
+        #[cfg(not(feature = "redis"))]
+        let _ = (id, ruling); // No link without Redis.
     }
 
     /// A ruling in this room that sets `entry` to what the book now holds for it.
