@@ -75,6 +75,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Reloaded) {
         wifi_ssid,
         wifi_password,
         redis,
+        redis_sentinels,
         // The same command line names the same file: nothing to compare.
         config_file: _,
     } = new;
@@ -131,6 +132,10 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Reloaded) {
         wifi_password "wifi-password-file",
         redis "redis",
     );
+    // A `redis+sentinel://` URL is `redis` and `redis_sentinels` together: one name to restart.
+    if merged.redis_sentinels != *redis_sentinels && merged.redis == *redis {
+        done.needs_restart.push("redis");
+    }
     (merged, done)
 }
 

@@ -126,6 +126,7 @@ impl Server {
                         #[cfg(feature = "redis")]
                         Some(target) => Bus::connect(
                             target,
+                            config.redis_sentinels.as_ref(),
                             crate::bus::Settings {
                                 history: config.history,
                                 me: session::hex(&session::new_secret()[..8]),

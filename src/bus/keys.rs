@@ -24,10 +24,8 @@
 //! and a field `made` once a box has seeded it; rulings are published on [`BOOK_CHANNEL`] as
 //! `<box> <ruling as JSON>`.
 
-use crate::config::RedisTarget;
 use crate::message::Encoded;
 use crate::meter::Meter;
-use ::redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use ::redis::{RedisError, RedisResult, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +39,8 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
 const PREFIX: &str = "smolchat:room:";
 
 /// The posting script. KEYS: the id counter, the stream. ARGV: the frame before and after its
-/// id, the author's person id, the history length, the channel, the last id the posting box
+/// id, the author's person id, the history length, the channel (empty: publish nothing; the
+/// posting box publishes once a replica has the message), the last id the posting box
 /// has seen in the room, the sender's key for the message (empty: none), how long a key is
 /// kept, in seconds, and the sender's address (empty: none) with its budget across the boxes
 /// (messages per second, burst) and the prefix of budgets' keys. An address's budget is a
@@ -81,7 +80,9 @@ if id <= seen then
 end
 local frame = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[4], id .. '-0', 'p', ARGV[3], 'f', frame)
-redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3] .. ' ' .. frame)
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3] .. ' ' .. frame)
+end
 if key then
   redis.call('SET', key, id, 'EX', ARGV[8])
 end
@@ -204,22 +205,6 @@ pub fn channel(room: &str) -> String {
 /// The room a channel belongs to, if it is one of ours.
 pub fn room_of(channel: &str) -> Option<&str> {
     channel.strip_prefix(PREFIX)?.strip_suffix(":said")
-}
-
-/// A client for `target` (TCP, no TLS). Connecting happens later, in the tasks.
-pub fn client(target: &RedisTarget) -> Client {
-    let mut redis = RedisConnectionInfo::default().set_db(target.db);
-    if let Some(user) = &target.username {
-        redis = redis.set_username(user);
-    }
-    if let Some(password) = &target.password {
-        redis = redis.set_password(password);
-    }
-    let info: ConnectionInfo = ConnectionAddr::Tcp(target.host.clone(), target.port)
-        .into_connection_info()
-        .expect("a TCP address is a connection info")
-        .set_redis_settings(redis);
-    Client::open(info).expect("a connection info opens a client")
 }
 
 /// A published message: `<id> <person> <frame>`.

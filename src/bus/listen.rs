@@ -19,12 +19,17 @@
 //! this box's presence expired meanwhile). While there is no connection a claim is granted at
 //! once: names are then checked on this box only.
 //!
+//! Each connect asks `connect.rs` for the primary (behind sentinels: whichever server they
+//! name now). Behind sentinels, what a catch-up reads from the stream is delivered only once a
+//! replica has it too (`WAIT`), as posts are: nothing a member sees is lost by a failover.
+//!
 //! Hosts' rulings go out through this task too (one script writes the book entry, removes the
 //! messages and publishes the ruling), and come in on the book's channel: this task writes
 //! them in the box's book and hands them to every room. At each connection it reads the whole
 //! book (seeding it, the first time, with this box's own) and has every room check its
 //! members, lock and announcement against it.
 
+use super::connect::{Connector, REPLICA_WAIT};
 use super::keys::{self, Seen, CLAIM_SCRIPT, CONNECT_WAIT, HERE_SCRIPT, PRESENCE_TTL};
 use super::keys::{BOOK_CHANNEL, BOOK_KEY, BOOK_SCRIPT, RULE_SCRIPT};
 use super::orders::Command;
@@ -32,7 +37,7 @@ use super::{Erase, Health, Heard, News, Ruling, Somebody};
 use crate::meter::Meter;
 use crate::moderation::Moderation;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
-use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Msg, RedisResult, Value};
+use ::redis::{ErrorKind, Msg, RedisResult, Value};
 use async_channel::{Receiver, Sender};
 use smol::future::or;
 use smol::stream::StreamExt;
@@ -87,7 +92,7 @@ enum Wake {
 
 /// Runs until the rooms' command channel closes (the server stopped).
 pub async fn run(
-    client: Client,
+    connector: Arc<Connector>,
     commands: Receiver<Command>,
     history: usize,
     me: Arc<str>,
@@ -96,7 +101,7 @@ pub async fn run(
     health: Arc<Health>,
 ) {
     let mut listener = Listener {
-        client,
+        connector,
         history,
         me,
         meter,
@@ -139,7 +144,7 @@ pub async fn run(
 }
 
 struct Listener {
-    client: Client,
+    connector: Arc<Connector>,
     history: usize,
     /// This box's id.
     me: Arc<str>,
@@ -156,13 +161,8 @@ struct Listener {
 impl Listener {
     /// One connection's life: returns `Ok` when the server stops, the error when it is lost.
     async fn session(&mut self, commands: &Receiver<Command>) -> RedisResult<()> {
-        let pubsub = bounded(CONNECT_WAIT, self.client.get_async_pubsub()).await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_WAIT))
-            .set_response_timeout(Some(ANSWER_WAIT));
-        let mut data = (self.client)
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let (client, mut data) = self.connector.connect(ANSWER_WAIT).await?;
+        let pubsub = bounded(CONNECT_WAIT, client.get_async_pubsub()).await?;
         let (mut sink, mut messages) = pubsub.split();
         let rooms: Vec<Arc<str>> = self.feeds.keys().cloned().collect();
         for room in &rooms {
@@ -539,6 +539,7 @@ impl Listener {
                     .arg(&*self.me)
                     .query_async(data)
                     .await?;
+                self.replicated(room, data).await?;
                 let mut entries = keys::parse_entries(newest, &self.meter)?;
                 entries.reverse();
                 let here = somebodies(here)?;
@@ -559,6 +560,30 @@ impl Listener {
                 Ok(())
             }
         }
+    }
+
+    /// Behind sentinels, waits until a replica has everything read so far (a write of nothing,
+    /// replicated all the same, then `WAIT`); none in [`REPLICA_WAIT`] counts as a lost
+    /// connection. What is published was confirmed by its poster already; a read up to the
+    /// newest entry may hold a post still waiting for its confirmation.
+    async fn replicated(&self, room: &str, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        if !self.connector.confirms() {
+            return Ok(());
+        }
+        let (_, replicas): (u64, u64) = ::redis::pipe()
+            .cmd("INCRBY")
+            .arg(keys::id_key(room))
+            .arg(0)
+            .cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .query_async(data)
+            .await?;
+        if replicas == 0 {
+            let detail = format!("room {room}: no replica acknowledged within {REPLICA_WAIT:?}");
+            return Err((ErrorKind::Io, "cannot catch up safely", detail).into());
+        }
+        Ok(())
     }
 
     /// Everyone in `room` on other boxes.
@@ -645,9 +670,13 @@ impl Listener {
         let reply: Value = ::redis::cmd("XRANGE")
             .arg(keys::log_key(room))
             .arg(format!("{from}-0"))
-            .arg(to)
+            .arg(&to)
             .query_async(data)
             .await?;
+        if to == "+" {
+            // Up to the newest: maybe further than anything published.
+            self.replicated(room, data).await?;
+        }
         let entries = keys::parse_entries(reply, &self.meter)?;
         if entries.first().is_some_and(|first| first.id > from) {
             log::warn!(

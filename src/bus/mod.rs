@@ -47,7 +47,8 @@
 //! keeps a ruling the others never heard of.
 //!
 //! Files: `keys` names the keys and holds the scripts, `post` and `listen` are the two tasks,
-//! `orders` what rooms hand them and `ruling` what a host's action carries between boxes (the
+//! `connect` finds the server they talk to (the primary, behind sentinels), `orders` what
+//! rooms hand them and `ruling` what a host's action carries between boxes (the
 //! only parts a build without the `redis` feature keeps).
 //!
 //! Which store holds what: a shared room's history lives only in Redis (the stream, capped
@@ -59,6 +60,8 @@
 // so that rooms keep one shape.
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
+#[cfg(feature = "redis")]
+mod connect;
 #[cfg(feature = "redis")]
 mod keys;
 #[cfg(feature = "redis")]
@@ -72,7 +75,7 @@ pub use ruling::{Erase, Notice, Ruling, ShutOut};
 
 use crate::atomic::AtomicU64;
 #[cfg(feature = "redis")]
-use crate::config::RedisTarget;
+use crate::config::{RedisTarget, Sentinels};
 use crate::message::{Encoded, Unnumbered};
 #[cfg(feature = "redis")]
 use crate::meter::Meter;
@@ -248,6 +251,7 @@ impl Bus {
     #[cfg(feature = "redis")]
     pub fn connect(
         target: &RedisTarget,
+        sentinels: Option<&Sentinels>,
         settings: Settings,
         executor: &Executor<'static>,
         meter: Arc<Meter>,
@@ -255,16 +259,21 @@ impl Bus {
     ) -> Bus {
         let me: Arc<str> = Arc::from(settings.me.as_str());
         let history = settings.history;
-        let client = keys::client(target);
+        let connector = Arc::new(connect::Connector::new(target, sentinels));
         let health = Arc::new(Health::default());
         let (posts, queued) = async_channel::bounded(POST_QUEUE);
         let (listen, commands) = async_channel::unbounded();
         executor
-            .spawn(post::run(client.clone(), queued, settings, health.clone()))
+            .spawn(post::run(
+                connector.clone(),
+                queued,
+                settings,
+                health.clone(),
+            ))
             .detach();
         executor
             .spawn(listen::run(
-                client,
+                connector,
                 commands,
                 history,
                 me.clone(),
@@ -273,7 +282,10 @@ impl Bus {
                 health.clone(),
             ))
             .detach();
-        log::info!("rooms are shared through {target} (this box: {me})");
+        match sentinels {
+            None => log::info!("rooms are shared through {target} (this box: {me})"),
+            Some(sentinels) => log::info!("rooms are shared through {sentinels} (this box: {me})"),
+        }
         Bus::Redis(Arc::new(Redis {
             posts,
             listen,

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 mod redis_url;
 
-pub use redis_url::RedisTarget;
 use redis_url::{parse_redis_url, NO_REDIS};
+pub use redis_url::{RedisTarget, Sentinels};
 
 /// The text `--help` prints.
 pub const HELP: &str = "\
@@ -69,7 +69,9 @@ OPTIONS:
                             (without it the network is offered as open)
   --redis URL               share rooms with every box pointing at the same Redis:
                             redis://[user[:password]@]host[:port][/db] [default: none,
-                            rooms are this box's alone]
+                            rooms are this box's alone], or, to follow a failover, the
+                            sentinels: redis+sentinel://[user[:password]@]host[:26379]
+                            [,host[:26379]...]/master[/db]
   --redis-password-file FILE
                             read the Redis password from the first line of FILE
   --self-test               measure this machine: start a server, load it, print figures
@@ -152,7 +154,12 @@ pub struct Config {
     pub wifi_password: Option<String>,
     /// The Redis that rooms are shared through (`--redis`); `None`: rooms are this box's
     /// alone and nothing of the bus runs.
+    /// With [`Config::redis_sentinels`] it holds the database and credentials for whichever
+    /// server the sentinels name as primary, and its host and port are the first sentinel's.
     pub redis: Option<RedisTarget>,
+    /// From a `redis+sentinel://` URL: the sentinels asked for the current primary at every
+    /// connect (and posts wait for a replica to have them); `None`: `redis` is the one server.
+    pub redis_sentinels: Option<Sentinels>,
     /// The file given with `--config`, read again on SIGHUP (see `reload`).
     pub config_file: Option<PathBuf>,
 }
@@ -192,6 +199,7 @@ impl Default for Config {
             wifi_ssid: None,
             wifi_password: None,
             redis: None,
+            redis_sentinels: None,
             config_file: None,
         }
     }
@@ -508,7 +516,11 @@ impl Settings {
                 c.wifi_password = Some(password.to_owned());
             }
             "redis" if !cfg!(feature = "redis") => return Err(NO_REDIS.into()),
-            "redis" => c.redis = Some(parse_redis_url(value)?),
+            "redis" => {
+                let (target, sentinels) = parse_redis_url(value)?;
+                c.redis = Some(target);
+                c.redis_sentinels = sentinels;
+            }
             "redis-password-file" => {
                 let text = std::fs::read_to_string(value)
                     .map_err(|e| format!("cannot read {value}: {e}"))?;
@@ -1112,6 +1124,63 @@ mod tests {
         // The value is named, but not its password.
         let e = err("redis://ann:hunter2@host:x");
         assert!(e.contains("host:x") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() {
+        let config = run(&[
+            "--redis",
+            "redis+sentinel://chat:s%40cret@10.0.0.5,[::1]:26380,s3.lan:7000/chat-primary/2",
+        ])
+        .unwrap();
+        let sentinels = config.redis_sentinels.unwrap();
+        assert_eq!(
+            sentinels.at,
+            [
+                ("10.0.0.5".to_owned(), 26379),
+                ("::1".to_owned(), 26380),
+                ("s3.lan".to_owned(), 7000)
+            ]
+        );
+        assert_eq!(sentinels.master, "chat-primary");
+        assert_eq!(
+            sentinels.to_string(),
+            "redis+sentinel://10.0.0.5:26379,[::1]:26380,s3.lan:7000/chat-primary"
+        );
+        let target = config.redis.unwrap();
+        assert_eq!(
+            (target.host.as_str(), target.port, target.db),
+            ("10.0.0.5", 26379, 2)
+        );
+        assert_eq!(target.username.as_deref(), Some("chat"));
+        assert_eq!(target.password.as_deref(), Some("s@cret"));
+        let one = run(&["--redis", "redis+sentinel://s1/m"]).unwrap();
+        assert_eq!(one.redis_sentinels.unwrap().at, [("s1".to_owned(), 26379)]);
+        assert_eq!(one.redis.unwrap().db, 0);
+        assert_eq!(
+            run(&["--redis", "redis://h"]).unwrap().redis_sentinels,
+            None
+        );
+
+        let err = |url: &str| run(&["--redis", url]).unwrap_err().to_string();
+        for bad in [
+            "redis+sentinel://s1",
+            "redis+sentinel://s1/",
+            "redis+sentinel://s1,/m",
+            "redis+sentinel://s1:x/m",
+            "redis+sentinel://s1/m/x",
+            "redis+sentinel://s1/m?x=1",
+            "redis://a,b:6379/0",
+        ] {
+            let e = err(bad);
+            assert!(e.contains("not a Redis URL"), "{bad}: {e}");
+        }
+        let e = err("redis+sentinel://ann:hunter2@s1:x/m");
+        assert!(
+            e.contains("redis+sentinel://…@s1:x/m") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[cfg(feature = "redis")]
