@@ -11,12 +11,11 @@
 
 mod common;
 
+use common::redis::*;
 use common::*;
 use smolchat::config::{RedisTarget, Sentinels};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// The name the sentinel monitors the primary under.
@@ -52,41 +51,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `redis-server` with `args`, and waits until its log has a line containing `ready`;
-/// `None` if it exited first (its port was taken meanwhile).
-fn spawn(args: &[&str], ready: &str) -> Option<Child> {
-    let mut child = Command::new("redis-server")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        match log.recv_timeout(STEP) {
-            Ok(line) if line.contains(ready) => return Some(child),
-            Ok(_) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = child.wait();
-                return None;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redis-server {args:?} did not log '{ready}' within {STEP:?}");
-            }
-        }
-    }
-}
-
 /// Starts a Redis without persistence in `dir` (a replica of `primary` if given) on a free
 /// port, retrying with another if the port was taken between choosing and binding.
 fn redis(dir: &Path, primary: Option<u16>) -> Process {
@@ -100,7 +64,7 @@ fn redis(dir: &Path, primary: Option<u16>) -> Process {
         if let Some(primary) = &primary_text {
             args.extend(["--replicaof", "127.0.0.1", primary]);
         }
-        if let Some(child) = spawn(&args, "Ready to accept connections") {
+        if let Some(child) = spawn_until(&args, "Ready to accept connections") {
             return Process {
                 child: Some(child),
                 port,
@@ -125,7 +89,7 @@ fn sentinel(dir: &Path, primary: u16) -> Process {
         );
         std::fs::write(&config, text).unwrap();
         let args = [config.to_str().unwrap(), "--sentinel"];
-        if let Some(child) = spawn(&args, "+monitor master") {
+        if let Some(child) = spawn_until(&args, "+monitor master") {
             return Process {
                 child: Some(child),
                 port,
@@ -181,30 +145,6 @@ fn config_through(sentinel: &Process) -> smolchat::Config {
         history: 200,
         ..config()
     }
-}
-
-/// `/healthz`'s `redis` field.
-async fn redis_health(addr: std::net::SocketAddr) -> serde_json::Value {
-    let reply = get(addr, "/healthz", &[]).await;
-    let health: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    health["redis"].clone()
-}
-
-/// Polls `/healthz` (bounded) until it says `redis` is `state`.
-async fn until_redis_is(addr: std::net::SocketAddr, state: &str) {
-    within(&format!("/healthz saying redis {state}"), async {
-        while redis_health(addr).await != state {
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-}
-
-/// Sends `{"text": text, "key": key}`.
-async fn say_keyed(ws: &mut Ws, text: &str, key: &str) {
-    use async_tungstenite::tungstenite::Message;
-    let frame = serde_json::json!({ "text": text, "key": key }).to_string();
-    ws.send(Message::text(frame)).await.expect("send");
 }
 
 /// What became of a post.

@@ -382,13 +382,6 @@ fn a_box_started_before_its_redis_lets_people_in_and_goes_on_once_it_is_there() 
     });
 }
 
-/// Sends `{"text": text, "key": key}`.
-async fn say_keyed(ws: &mut Ws, text: &str, key: &str) {
-    use async_tungstenite::tungstenite::Message;
-    let frame = serde_json::json!({ "text": text, "key": key }).to_string();
-    ws.send(Message::text(frame)).await.expect("send");
-}
-
 /// Reads `n` chat messages; returns each one's id, text and key.
 async fn keyed_messages(ws: &mut Ws, n: usize) -> Vec<(u64, String, String)> {
     let mut seen = Vec::with_capacity(n);

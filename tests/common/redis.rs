@@ -105,14 +105,20 @@ pub fn spawn_redis_with(
     aof: bool,
     more: &[&str],
 ) -> Option<Child> {
-    let aof = if aof { "yes" } else { "no" };
+    let (port, aof) = (port.to_string(), if aof { "yes" } else { "no" });
+    let mut args = vec!["--bind", "127.0.0.1", "--port", &port];
+    args.extend(["--save", "", "--appendonly", aof, "--appendfsync", "always"]);
+    args.extend(["--daemonize", "no"]);
+    args.extend(more);
+    args.extend(["--dir", dir.to_str().expect("a UTF-8 temporary directory")]);
+    spawn_until(&args, "Ready to accept connections")
+}
+
+/// Starts `redis-server` with `args` (a Redis or a sentinel) and waits until its log has a
+/// line containing `ready`; `None` if it exited first (its port was taken meanwhile).
+pub fn spawn_until(args: &[&str], ready: &str) -> Option<Child> {
     let mut child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", aof, "--appendfsync", "always"])
-        .args(["--daemonize", "no"])
-        .args(more)
-        .arg("--dir")
-        .arg(dir)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -128,7 +134,7 @@ pub fn spawn_redis_with(
     });
     loop {
         match log.recv_timeout(STEP) {
-            Ok(line) if line.contains("Ready to accept connections") => return Some(child),
+            Ok(line) if line.contains(ready) => return Some(child),
             Ok(_) => continue,
             // Its output ended: it exited.
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -138,7 +144,7 @@ pub fn spawn_redis_with(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("redis-server did not become ready within {STEP:?}");
+                panic!("redis-server {args:?} did not log '{ready}' within {STEP:?}");
             }
         }
     }
@@ -159,4 +165,11 @@ pub async fn until_redis_is(addr: std::net::SocketAddr, state: &str) {
         }
     })
     .await;
+}
+
+/// Sends `{"text": text, "key": key}`.
+pub async fn say_keyed(ws: &mut Ws, text: &str, key: &str) {
+    use async_tungstenite::tungstenite::Message;
+    let frame = serde_json::json!({ "text": text, "key": key }).to_string();
+    ws.send(Message::text(frame)).await.expect("send");
 }
