@@ -4,9 +4,8 @@
 mod common;
 
 use common::*;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::AsyncWriteExt;
 use smol::net::TcpStream;
-use std::net::SocketAddr;
 use std::path::Path;
 
 fn with_files(dir: &Path, max: u64, quota: u64) -> smolchat::Config {
@@ -15,54 +14,6 @@ fn with_files(dir: &Path, max: u64, quota: u64) -> smolchat::Config {
         max_file_bytes: max,
         files_quota: Some(quota),
         ..config()
-    }
-}
-
-/// A GIF header saying 3 x 2 pixels, then `fill` bytes.
-fn gif(fill: usize) -> Vec<u8> {
-    let mut bytes = b"GIF89a".to_vec();
-    bytes.extend_from_slice(&[3, 0, 2, 0, 0, 0, 0]);
-    bytes.resize(13 + fill, 0x3b);
-    bytes
-}
-
-/// Signs in as `name` and takes a seat in `room`; returns the cookie line and the socket.
-async fn seated(addr: SocketAddr, name: &str, room: &str) -> (String, Ws) {
-    let cookie = sign_in(addr, name, "").await;
-    let value = cookie.trim_start_matches("Cookie: ").to_owned();
-    let ws = within(
-        "joining",
-        try_ws_with(addr, &format!("/ws/{room}"), &[("Cookie", &value)]),
-    )
-    .await
-    .unwrap();
-    (cookie, expect_welcome(ws, name).await)
-}
-
-async fn post(addr: SocketAddr, path: &str, cookie: &str, body: &[u8]) -> Reply {
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The server may answer (and close) before taking the body.
-    let _ = stream.write_all(body).await;
-    let mut bytes = Vec::new();
-    let _ = within("an upload's answer", stream.read_to_end(&mut bytes)).await;
-    parse_reply(&bytes)
-}
-
-fn json(reply: &Reply) -> serde_json::Value {
-    serde_json::from_slice(&reply.body).unwrap_or_else(|_| panic!("{}", reply.text()))
-}
-
-async fn next_file(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let frame = next_json(ws).await;
-        if frame["type"] == "file" {
-            return frame;
-        }
     }
 }
 

@@ -496,3 +496,54 @@ pub async fn replayed(addr: SocketAddr, room: &str, name: &str, since: Option<u6
         }
     }
 }
+
+/// A GIF header saying 3 x 2 pixels, then `fill` bytes.
+pub fn gif(fill: usize) -> Vec<u8> {
+    let mut bytes = b"GIF89a".to_vec();
+    bytes.extend_from_slice(&[3, 0, 2, 0, 0, 0, 0]);
+    bytes.resize(13 + fill, 0x3b);
+    bytes
+}
+
+/// Signs in as `name` and takes a seat in `room`; returns the cookie line and the socket.
+pub async fn seated(addr: SocketAddr, name: &str, room: &str) -> (String, Ws) {
+    let cookie = sign_in(addr, name, "").await;
+    let value = cookie.trim_start_matches("Cookie: ").to_owned();
+    let ws = within(
+        "joining",
+        try_ws_with(addr, &format!("/ws/{room}"), &[("Cookie", &value)]),
+    )
+    .await
+    .unwrap();
+    (cookie, expect_welcome(ws, name).await)
+}
+
+/// POSTs `body` to `path` with the cookie line `cookie` (an upload); the answer.
+pub async fn post(addr: SocketAddr, path: &str, cookie: &str, body: &[u8]) -> Reply {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and close) before taking the body.
+    let _ = stream.write_all(body).await;
+    let mut bytes = Vec::new();
+    let _ = within("an upload's answer", stream.read_to_end(&mut bytes)).await;
+    parse_reply(&bytes)
+}
+
+/// The answer's body as JSON.
+pub fn json(reply: &Reply) -> serde_json::Value {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|_| panic!("{}", reply.text()))
+}
+
+/// Reads until the next `file` frame.
+pub async fn next_file(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let frame = next_json(ws).await;
+        if frame["type"] == "file" {
+            return frame;
+        }
+    }
+}
