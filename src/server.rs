@@ -127,22 +127,7 @@ impl Server {
                         Some(target) => Bus::connect(
                             target,
                             config.redis_sentinels.as_ref(),
-                            crate::bus::Settings {
-                                history: config.history,
-                                me: session::hex(&session::new_secret()[..8]),
-                                per_second: config.messages_per_second.get().saturating_mul(
-                                    config
-                                        .max_sockets_per_address
-                                        .try_into()
-                                        .unwrap_or(u32::MAX),
-                                ),
-                                burst: config.message_burst.get().saturating_mul(
-                                    config
-                                        .max_sockets_per_address
-                                        .try_into()
-                                        .unwrap_or(u32::MAX),
-                                ),
-                            },
+                            bus_settings(config, target, addr),
                             &executor,
                             meter.clone(),
                             moderation.clone(),
@@ -308,4 +293,24 @@ async fn accept(
         }
     }
     log::info!("stopped accepting connections");
+}
+
+/// How this box, listening on `listen`, shares rooms through the Redis at `target`.
+#[cfg(feature = "redis")]
+fn bus_settings(
+    config: &Config,
+    target: &crate::config::RedisTarget,
+    listen: SocketAddr,
+) -> crate::bus::Settings {
+    let sockets = u32::try_from(config.max_sockets_per_address).unwrap_or(u32::MAX);
+    crate::bus::Settings {
+        history: config.history,
+        me: session::hex(&session::new_secret()[..8]),
+        per_second: config.messages_per_second.get().saturating_mul(sockets),
+        burst: config.message_burst.get().saturating_mul(sockets),
+        url: crate::bus::box_url(listen, &target.host, target.port),
+        // As long as the store keeps files; without an age, the file is removed for space
+        // before long on a busy box, and a month is plenty.
+        file_ttl: config.file_days.map_or(30, u64::from) * 86_400,
+    }
 }

@@ -19,6 +19,10 @@
 //! Per address `A` (as the boxes see it): `smolchat:budget:A`, what it may still post across
 //! every box (see [`POST_SCRIPT`]).
 //!
+//! Files (`bus::files`): `smolchat:file:F`, the URL of the box holding shared file `F`, for
+//! as long as files are kept; `smolchat:boxes:token`, what boxes show each other when
+//! fetching a file.
+//!
 //! For every room, the hosts' book ([`BOOK_KEY`]): a hash of the book's entries
 //! (`moderation::entries`: `ban:<name>`, `mute:<name>`, `lock:<room>`, `announce:<room>`),
 //! and a field `made` once a box has seeded it; rulings are published on [`BOOK_CHANNEL`] as
@@ -38,17 +42,23 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// Prefix of every key and channel, so smolchat can share a Redis with others.
 const PREFIX: &str = "smolchat:room:";
 
-/// The posting script. KEYS: the id counter, the stream. ARGV: the frame before and after its
-/// id, the author's person id, the history length, the channel (empty: publish nothing; the
-/// posting box publishes once a replica has the message), the last id the posting box
-/// has seen in the room, the sender's key for the message (empty: none), how long a key is
-/// kept, in seconds, and the sender's address (empty: none) with its budget across the boxes
-/// (messages per second, burst) and the prefix of budgets' keys. An address's budget is a
-/// token bucket on Redis's clock, [`BUDGET_PREFIX`]`<address>`; a message over it is refused
-/// with -1 and takes no id. A key already kept (`smolchat:room:R:id:key:K`, holding its message's id)
-/// means the message was kept before: nothing is done and that id returned, so a message sent
-/// again after an answer was lost shows once, and no id is skipped. Redis runs a script alone, so the id, the append and the publish
-/// are one step: ids increase by one per room across all boxes, and the stream and the channel
+/// The posting script. KEYS: the id counter, the stream. ARGV:
+/// 1. and 2. the frame before and after its id; 3. the author's person id; 4. the history
+///    length; 5. the channel (empty: publish nothing; the posting box publishes once a
+///    replica has the message); 6. the last id the posting box has seen in the room;
+/// 7. and 8. the sender's key for the message (empty: none) and how long a key is kept, in
+///    seconds;
+/// 9. to 12. the sender's address (empty: none), its budget across the boxes (messages per
+///    second, burst) and the prefix of budgets' keys;
+/// 13. to 15. the key noting which box holds the file the frame shares (empty: none),
+///     this box's URL, and how long files are kept, in seconds.
+///
+/// A key already kept (`smolchat:room:R:id:key:K`, holding its message's id) means the
+/// message was kept before: nothing is done and that id returned, so a message sent again
+/// after an answer was lost shows once, and no id is skipped. An address's budget is a token
+/// bucket on Redis's clock, [`BUDGET_PREFIX`]`<address>`; a message over it is refused with
+/// -1 and takes no id. Redis runs a script alone, so the id, the append and the publish are
+/// one step: ids increase by one per room across all boxes, and the stream and the channel
 /// carry them in that order. `MAXLEN =` trims exactly: the stream never holds more than the
 /// history length. A counter behind what a box has seen (Redis lost its data: restarted
 /// without persistence) goes on from there, so ids never repeat. Returns the id.
@@ -71,6 +81,9 @@ if ARGV[9] ~= '' then
   if tokens < 1 then return -1 end
   redis.call('HSET', bucket, 't', tokens - 1, 'at', now)
   redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+end
+if ARGV[13] ~= '' then
+  redis.call('SET', ARGV[13], ARGV[14], 'EX', ARGV[15])
 end
 local id = redis.call('INCR', KEYS[1])
 local seen = tonumber(ARGV[6])
@@ -176,6 +189,13 @@ return redis.call('HGETALL', KEYS[1])
 
 /// The prefix of each address's budget across the boxes (a hash: tokens, when).
 pub const BUDGET_PREFIX: &str = "smolchat:budget:";
+
+/// The token boxes fetch each other's files with (random, set by the first box).
+pub const TOKEN_KEY: &str = "smolchat:boxes:token";
+
+/// The prefix of each shared file's holder: `smolchat:file:<file id>` holds the URL of the
+/// box that holds the file.
+pub const FILE_PREFIX: &str = "smolchat:file:";
 
 /// The counter of `room`'s ids.
 pub fn id_key(room: &str) -> String {

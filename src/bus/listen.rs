@@ -32,8 +32,9 @@
 use super::connect::{Connector, REPLICA_WAIT};
 use super::keys::{self, Seen, CLAIM_SCRIPT, CONNECT_WAIT, HERE_SCRIPT, PRESENCE_TTL};
 use super::keys::{BOOK_CHANNEL, BOOK_KEY, BOOK_SCRIPT, RULE_SCRIPT};
+use super::keys::{FILE_PREFIX, TOKEN_KEY};
 use super::orders::Command;
-use super::{Erase, Health, Heard, News, Ruling, Somebody};
+use super::{Erase, Health, Heard, Located, News, Ruling, Settings, Somebody};
 use crate::meter::Meter;
 use crate::moderation::Moderation;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
@@ -94,16 +95,15 @@ enum Wake {
 pub async fn run(
     connector: Arc<Connector>,
     commands: Receiver<Command>,
-    history: usize,
-    me: Arc<str>,
+    settings: Settings,
     meter: Arc<Meter>,
     moderation: Arc<Moderation>,
     health: Arc<Health>,
 ) {
     let mut listener = Listener {
         connector,
-        history,
-        me,
+        history: settings.history,
+        me: Arc::from(settings.me.as_str()),
         meter,
         moderation,
         feeds: HashMap::new(),
@@ -170,6 +170,7 @@ impl Listener {
         }
         bounded(ANSWER_WAIT, sink.subscribe(BOOK_CHANNEL)).await?;
         self.read_book(&mut data).await?;
+        self.serve_files(&mut data).await?;
         // Subscribed: whatever is posted from now on reaches this box. Each room catches up
         // before rooms may post: a room that opened while Redis was away gets its history
         // (`News::Opened`) first, so a post of its own cannot land in that history unseen.
@@ -233,6 +234,22 @@ impl Listener {
                     }
                     ruled?;
                 }
+                Wake::Command(Some(Command::Locate { file, reply })) => {
+                    let url: RedisResult<Option<String>> = ::redis::cmd("GET")
+                        .arg(format!("{FILE_PREFIX}{file}"))
+                        .query_async(&mut data)
+                        .await;
+                    let token = self.health.token();
+                    let found = match (&url, token) {
+                        (Ok(Some(url)), Some(token)) => Some(Located {
+                            url: url.clone(),
+                            token,
+                        }),
+                        _ => None,
+                    };
+                    let _ = reply.try_send(found);
+                    url?;
+                }
                 Wake::Command(Some(Command::Release { room, link, name })) => {
                     if self.forget_mine(&room, link, &name) {
                         let _: () = ::redis::pipe()
@@ -292,7 +309,28 @@ impl Listener {
             Command::Rule {
                 room, link, client, ..
             } => self.unruled(&room, link, client).await,
+            Command::Locate { reply, .. } => {
+                let _ = reply.try_send(None);
+            }
         }
+    }
+
+    /// Reads the token boxes fetch each other's files with (making it, if this is the first
+    /// box).
+    async fn serve_files(&mut self, data: &mut MultiplexedConnection) -> RedisResult<()> {
+        let fresh = crate::session::hex(&crate::session::new_secret()[..16]);
+        let (token,): (String,) = ::redis::pipe()
+            .cmd("SET")
+            .arg(TOKEN_KEY)
+            .arg(fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(TOKEN_KEY)
+            .query_async(data)
+            .await?;
+        *self.health.token.lock().expect("token lock") = Some(Arc::from(token));
+        Ok(())
     }
 
     /// Tells a room that the ruling `client` gave did not reach Redis.

@@ -49,7 +49,8 @@
 //! Files: `keys` names the keys and holds the scripts, `post` and `listen` are the two tasks,
 //! `connect` finds the server they talk to (the primary, behind sentinels), `orders` what
 //! rooms hand them and `ruling` what a host's action carries between boxes (the
-//! only parts a build without the `redis` feature keeps).
+//! only parts a build without the `redis` feature keeps, with `files`: which box holds a
+//! shared file, for the web layer to fetch it from there).
 //!
 //! Which store holds what: a shared room's history lives only in Redis (the stream, capped
 //! at `--history`); the box keeps the same ring in memory for replay, and the on-disk log is
@@ -62,6 +63,7 @@
 
 #[cfg(feature = "redis")]
 mod connect;
+mod files;
 #[cfg(feature = "redis")]
 mod keys;
 #[cfg(feature = "redis")]
@@ -71,6 +73,9 @@ mod orders;
 mod post;
 mod ruling;
 
+pub use files::BOX_TOKEN_HEADER;
+#[cfg(feature = "redis")]
+pub use files::{box_url, Located};
 pub use ruling::{Erase, Notice, Ruling, ShutOut};
 
 use crate::atomic::AtomicU64;
@@ -124,6 +129,8 @@ pub struct Health {
     /// restart, say), and the posting task connects again before it posts, rather than find
     /// out by losing a post on a dead connection.
     pub sessions: AtomicU64,
+    /// The token boxes fetch each other's files with, once read from Redis.
+    pub token: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 /// One message as the bus carries it.
@@ -225,6 +232,25 @@ pub struct Link {
     pub news: Receiver<News>,
 }
 
+/// A message (or a file's frame) a room offers the bus.
+pub struct Offer {
+    /// The member's connection that said it.
+    pub client: u64,
+    /// Who they are.
+    pub person: u64,
+    /// The room's last id on this box.
+    pub seen: u64,
+    /// The sender's own key for it: Redis keeps a message once per key (see
+    /// `keys::POST_SCRIPT`).
+    pub key: Option<Box<str>>,
+    /// Where the sender is (see [`Settings::per_second`]).
+    pub address: Option<IpAddr>,
+    /// The frame, missing its id.
+    pub frame: Unnumbered,
+    /// The id of the file the frame shares, held on this box.
+    pub file: Option<Box<str>>,
+}
+
 /// A post the bus could not take: Redis is slow or unreachable.
 #[derive(Debug)]
 pub struct Refused;
@@ -242,6 +268,10 @@ pub struct Settings {
     pub per_second: u32,
     /// See `per_second`.
     pub burst: u32,
+    /// The URL other boxes fetch this box's files at (see `files::box_url`).
+    pub url: String,
+    /// How long a shared file is kept, in seconds: how long Redis remembers where it is.
+    pub file_ttl: u64,
 }
 
 impl Bus {
@@ -258,7 +288,6 @@ impl Bus {
         moderation: Arc<Moderation>,
     ) -> Bus {
         let me: Arc<str> = Arc::from(settings.me.as_str());
-        let history = settings.history;
         let connector = Arc::new(connect::Connector::new(target, sentinels));
         let health = Arc::new(Health::default());
         let (posts, queued) = async_channel::bounded(POST_QUEUE);
@@ -267,7 +296,7 @@ impl Bus {
             .spawn(post::run(
                 connector.clone(),
                 queued,
-                settings,
+                settings.clone(),
                 health.clone(),
             ))
             .detach();
@@ -275,8 +304,7 @@ impl Bus {
             .spawn(listen::run(
                 connector,
                 commands,
-                history,
-                me.clone(),
+                settings,
                 meter,
                 moderation,
                 health.clone(),
@@ -333,18 +361,17 @@ impl Link {
     }
 
     /// Offers a message to Redis without waiting; it comes back as [`News::Said`] with its id
-    /// (or as [`News::Lost`]). `client` said it, `person` is who they are, `seen` is the
-    /// room's last id here; `key` is the sender's own for it: Redis keeps a message once per
-    /// key (see `keys::POST_SCRIPT`); `address` is where they are (see [`Settings::per_second`]).
-    pub fn post(
-        &self,
-        client: u64,
-        person: u64,
-        seen: u64,
-        key: Option<Box<str>>,
-        address: Option<IpAddr>,
-        frame: Unnumbered,
-    ) -> Result<(), Refused> {
+    /// (or as [`News::Lost`], or [`News::Refused`]).
+    pub fn post(&self, offer: Offer) -> Result<(), Refused> {
+        let Offer {
+            client,
+            person,
+            seen,
+            key,
+            address,
+            frame,
+            file,
+        } = offer;
         let post = orders::Post {
             room: self.room.clone(),
             client,
@@ -352,6 +379,7 @@ impl Link {
             seen,
             key,
             address,
+            file,
             frame,
             news: self.news_tx.clone(),
         };

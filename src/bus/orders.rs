@@ -22,6 +22,8 @@ pub struct Post {
     pub key: Option<Box<str>>,
     /// The sender's address: its messages on every box draw on one budget.
     pub address: Option<IpAddr>,
+    /// The id of the file the frame shares, if it shares one: Redis notes this box holds it.
+    pub file: Option<Box<str>>,
     /// The frame, missing its id.
     pub frame: Unnumbered,
     /// The room's news channel, for [`News::Lost`].
@@ -54,6 +56,12 @@ pub enum Command {
         link: u64,
         client: u64,
         ruling: Box<Ruling>,
+    },
+    /// Which box holds shared file `file`, and its URL: answered on `reply` (`None`: nobody
+    /// live, or no connection).
+    Locate {
+        file: String,
+        reply: Sender<Option<super::files::Located>>,
     },
     /// `name` has no connection left in `room` on this box.
     Release {

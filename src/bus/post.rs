@@ -23,7 +23,7 @@
 //! demoted) counts as a lost connection: the next post connects to the primary anew.
 
 use super::connect::{self, Connector, REPLICA_WAIT};
-use super::keys::{self, BUDGET_PREFIX, POST_SCRIPT};
+use super::keys::{self, BUDGET_PREFIX, FILE_PREFIX, POST_SCRIPT};
 use super::orders::Post;
 use super::{Health, News, Settings};
 use crate::message::KEY_LIFETIME_SECS;
@@ -144,7 +144,14 @@ async fn send(
             .arg(post.address.map(|a| a.to_string()).unwrap_or_default())
             .arg(settings.per_second)
             .arg(settings.burst)
-            .arg(BUDGET_PREFIX);
+            .arg(BUDGET_PREFIX)
+            .arg(
+                post.file
+                    .as_ref()
+                    .map_or(String::new(), |id| format!("{FILE_PREFIX}{id}")),
+            )
+            .arg(&settings.url)
+            .arg(settings.file_ttl);
     }
     if let (true, Some(last)) = (confirm, batch.last()) {
         // A script that found its key wrote nothing, and WAIT covers only this connection's

@@ -42,7 +42,7 @@ pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
 pub use share::SharedFile;
 
-use crate::bus::{Heard, Link, News};
+use crate::bus::{Heard, Link, News, Offer};
 use crate::history::{Entry, Origin, Ring};
 use crate::message::{mentions, timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::meter::SLOT_BYTES;
@@ -239,6 +239,9 @@ struct Room {
     pending: HashMap<ClientId, Joining>,
     /// Shared rooms: this box reaches Redis (members were told when it changed).
     reachable: bool,
+    /// Shared rooms: files shared here whose frames have yet to come back from Redis with
+    /// their ids, by file id, with where the uploader waits for the frame.
+    sharing: HashMap<String, share::Reply>,
     shared: Arc<Shared>,
 }
 
@@ -269,6 +272,7 @@ impl Room {
             here: HashMap::new(),
             pending: HashMap::new(),
             reachable: true,
+            sharing: HashMap::new(),
             shared,
         }
     }
@@ -509,7 +513,15 @@ impl Room {
             .expect("a message frame has an id");
             let seen = self.history.last_id();
             let address = seat.address;
-            let posted = link.post(from, author, seen, key.clone(), address, frame);
+            let posted = link.post(Offer {
+                client: from,
+                person: author,
+                seen,
+                key: key.clone(),
+                address,
+                frame,
+                file: None,
+            });
             if !link.connected() || posted.is_err() {
                 self.tell_keyed(from, "unavailable", UNAVAILABLE, key.as_deref());
             }
@@ -611,10 +623,14 @@ impl Room {
             }
             News::Said(heard) => self.deliver(heard),
             News::Refused { client, key } => {
-                self.tell_keyed(client, "too_fast", TOO_FAST, key.as_deref())
+                if !self.unshared(key.as_deref(), TOO_FAST) {
+                    self.tell_keyed(client, "too_fast", TOO_FAST, key.as_deref());
+                }
             }
             News::Lost { client, key } => {
-                self.tell_keyed(client, "unavailable", UNAVAILABLE, key.as_deref())
+                if !self.unshared(key.as_deref(), UNAVAILABLE) {
+                    self.tell_keyed(client, "unavailable", UNAVAILABLE, key.as_deref());
+                }
             }
             News::Reachable(up) if up != self.reachable => {
                 self.reachable = up;
@@ -653,6 +669,9 @@ impl Room {
         self.shared.stats.message();
         if let Some((name, mentions)) = frame.author_and_mentions() {
             self.tell_elsewhere(id, &name, &mentions);
+        }
+        if !self.sharing.is_empty() {
+            self.shared_back(&frame);
         }
         self.broadcast(frame, Delivery::Every);
     }

@@ -288,23 +288,10 @@ impl Room {
     }
 
     /// A removed message's file goes too (off the executor: the store writes its index).
-    fn forget_file(&self, frame: &Encoded) {
-        #[derive(serde::Deserialize)]
-        struct FileFrame {
-            file: FileUrl,
-        }
-        #[derive(serde::Deserialize)]
-        struct FileUrl {
-            url: String,
-        }
-        let (Some(files), Ok(shared)) = (
-            self.shared.files.clone(),
-            serde_json::from_slice::<FileFrame>(frame.bytes()),
-        ) else {
-            return;
-        };
-        // `/files/<id>/<name>`
-        let Some(file_id) = shared.file.url.split('/').nth(2).map(str::to_owned) else {
+    pub(super) fn forget_file(&self, frame: &Encoded) {
+        let (Some(files), Some(file_id)) =
+            (self.shared.files.clone(), super::share::file_id(frame))
+        else {
             return;
         };
         let task = smol::unblock(move || match files.remove(&file_id) {

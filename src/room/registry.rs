@@ -222,6 +222,11 @@ impl Registry {
         &self.shared.meter
     }
 
+    /// How rooms reach other boxes.
+    pub fn bus(&self) -> &crate::bus::Bus {
+        &self.shared.bus
+    }
+
     /// `None` without `--redis`; otherwise whether the box is connected to Redis now.
     pub fn redis_connected(&self) -> Option<bool> {
         self.shared.bus.connected()

@@ -44,7 +44,10 @@ impl Room {
         }
         match ruling.erase {
             Some(Erase::Message(id)) => {
-                self.history.remove(id);
+                // A file it shared goes too, on the box that holds it.
+                if let Some(entry) = self.history.remove(id) {
+                    self.forget_file(&entry.frame);
+                }
                 let tombstone = Outbound::Delete {
                     room: &self.name,
                     id,
@@ -53,7 +56,9 @@ impl Room {
                 self.broadcast(tombstone, Delivery::Every);
             }
             Some(Erase::Through(id)) => {
-                self.history.clear(id);
+                for entry in self.history.clear(id) {
+                    self.forget_file(&entry.frame);
+                }
                 let tombstone = Outbound::Clear {
                     room: &self.name,
                     id,

@@ -5,8 +5,13 @@
 //! Only someone with a seat in the room may share into it, and only the room knows who is
 //! seated, so the check is an event too: asked once before an upload starts (so a stranger's
 //! bytes never reach the disk) and again as the file is announced.
+//!
+//! In a shared room (`--redis`) the frame goes through Redis like a message, noting that this
+//! box holds the file (other boxes fetch it from here: `bus::files`); the uploader's answer
+//! waits until the frame comes back with its id, or is refused if it cannot be sent.
 
-use super::{Delivery, Event, Registry, Room};
+use super::{Delivery, Event, Registry, Room, UNAVAILABLE};
+use crate::bus::Offer;
 use crate::message::{timestamp, Encoded, FileRef, Outbound};
 use async_channel::Sender;
 use std::fmt;
@@ -49,11 +54,31 @@ impl fmt::Display for ShareError {
 
 impl std::error::Error for ShareError {}
 
+/// Where an uploader waits for the room's answer.
+pub(super) type Reply = Sender<Result<Option<Encoded>, ShareError>>;
+
+/// The key a shared room's file frame is posted with: this and the file's id.
+const FILE_KEY: &str = "file-";
+
 /// A share on its way to the room. Without a file it only asks whether `person` is seated.
 pub(super) struct Sharing {
     person: u64,
     file: Option<SharedFile>,
-    reply: Sender<Result<Option<Encoded>, ShareError>>,
+    reply: Reply,
+}
+
+/// The id of the file a `file` frame shares (its URL is `/files/<id>/<name>`).
+pub(super) fn file_id(frame: &Encoded) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct FileFrame {
+        file: FileUrl,
+    }
+    #[derive(serde::Deserialize)]
+    struct FileUrl {
+        url: String,
+    }
+    let frame: FileFrame = serde_json::from_slice(frame.bytes()).ok()?;
+    frame.file.url.split('/').nth(2).map(str::to_owned)
 }
 
 impl Registry {
@@ -109,7 +134,8 @@ impl Room {
             file,
             reply,
         } = sharing;
-        let Some(seat) = self.members.values().find(|seat| seat.person == person) else {
+        let Some((&client, seat)) = self.members.iter().find(|(_, seat)| seat.person == person)
+        else {
             let _ = reply.try_send(Err(ShareError::NotMember));
             return;
         };
@@ -117,16 +143,51 @@ impl Room {
             let _ = reply.try_send(Err(ShareError::Refused(why)));
             return;
         }
-        if self.link.is_some() {
-            let why = "Sharing files is not available yet in rooms shared across boxes.";
-            let _ = reply.try_send(Err(ShareError::Refused(why.into())));
-            return;
-        }
         let author = seat.person;
         let Some(file) = file else {
             let _ = reply.try_send(Ok(None));
             return;
         };
+        if let Some(link) = &self.link {
+            let frame = Outbound::File {
+                id: 0,
+                room: &self.name,
+                name: &seat.name,
+                when: &timestamp(SystemTime::now()),
+                file: FileRef {
+                    url: &file.url,
+                    name: &file.name,
+                    size: file.size,
+                    mime: &file.mime,
+                    width: file.width,
+                    height: file.height,
+                },
+            }
+            .encode_unnumbered()
+            .expect("a file frame has an id");
+            let Some(id) = file.url.split('/').nth(2).map(str::to_owned) else {
+                return; // Made by the web layer: always /files/<id>/<name>.
+            };
+            let key = Some(format!("{FILE_KEY}{id}").into());
+            let seen = self.history.last_id();
+            let (address, held) = (seat.address, Some(id.clone().into()));
+            let offer = Offer {
+                client,
+                person: author,
+                seen,
+                key,
+                address,
+                frame,
+                file: held,
+            };
+            let posted = link.connected() && link.post(offer).is_ok();
+            if !posted {
+                let _ = reply.try_send(Err(ShareError::Refused(UNAVAILABLE.into())));
+                return;
+            }
+            self.sharing.insert(id, reply);
+            return;
+        }
         self.shared
             .tracer
             .trace(format_args!("File shared: {}", file.name));
@@ -154,5 +215,27 @@ impl Room {
         // The uploader hears first, so its answer never waits on the broadcast's drops.
         let _ = reply.try_send(Ok(Some(frame.clone())));
         self.broadcast(frame, Delivery::Every);
+    }
+}
+
+impl Room {
+    /// A shared room's file frame came back from Redis with its id: its uploader, if here
+    /// and waiting, gets it as the answer.
+    pub(super) fn shared_back(&mut self, frame: &Encoded) {
+        if let Some(reply) = file_id(frame).and_then(|id| self.sharing.remove(&id)) {
+            let _ = reply.try_send(Ok(Some(frame.clone())));
+        }
+    }
+
+    /// A post with `key` was not sent (`why`): if it was a file's frame, its uploader is told
+    /// (and the web layer takes the file back out). False if it was not a file's.
+    pub(super) fn unshared(&mut self, key: Option<&str>, why: &str) -> bool {
+        let Some(id) = key.and_then(|key| key.strip_prefix(FILE_KEY)) else {
+            return false;
+        };
+        if let Some(reply) = self.sharing.remove(id) {
+            let _ = reply.try_send(Err(ShareError::Refused(why.into())));
+        }
+        true
     }
 }

@@ -12,9 +12,10 @@
 //! header gives their size are shown inline; everything else is an attachment. Every answer
 //! carries `Content-Security-Policy: sandbox` and `nosniff`, so nothing uploaded runs script in
 //! the chat's origin. Single byte ranges (206, 416), ETag (the id: a file never changes) and
-//! revalidation on every use, so a removed file shows as gone at once.
+//! revalidation on every use, so a removed file shows as gone at once. A file this box does not
+//! hold may be held by another box sharing rooms with it: `elsewhere.rs` fetches it from there.
 
-use super::{peer_ip, plain, query, refuse, session, too_many, State};
+use super::{elsewhere, peer_ip, plain, query, refuse, session, too_many, State};
 use crate::files::{clean_name, valid_id, FileError, Kind, Stored};
 use crate::room::SharedFile;
 use crate::stats::Refusal;
@@ -291,7 +292,7 @@ fn disposition(kind: &str, name: &str) -> String {
 }
 
 /// A file answer's headers that do not depend on its bytes.
-fn file_response(status: StatusCode) -> Response {
+pub(super) fn file_response(status: StatusCode) -> Response {
     let mut res = Response::new(status);
     res.insert_header("Content-Security-Policy", FILE_POLICY);
     res.insert_header("Cross-Origin-Resource-Policy", "same-origin");
@@ -308,15 +309,22 @@ fn gone() -> Response {
 
 async fn download(req: Request<State>) -> tide::Result {
     let state = req.state();
-    let Some(files) = state.files.clone() else {
-        return Ok(gone());
-    };
-    if state.live.get().passcode.is_some() && session(&req).is_none() {
+    let from_a_box = elsewhere::from_a_box(&req);
+    if state.live.get().passcode.is_some() && session(&req).is_none() && !from_a_box {
         return Ok(plain(StatusCode::Unauthorized, "sign in first"));
     }
     let id = req.param("id")?;
-    let Some(stored) = valid_id(id).then(|| files.get(id)).flatten() else {
+    if !valid_id(id) {
         return Ok(gone());
+    }
+    let here = state.files.as_ref().and_then(|files| files.get(id));
+    let (Some(files), Some(stored)) = (state.files.clone(), here) else {
+        // Shared in a room shared across boxes, from another box? (Never asked on behalf of
+        // a box: a box asks the holder, and the holder does not ask further.)
+        if from_a_box {
+            return Ok(gone());
+        }
+        return Ok(elsewhere::fetch(&req, id).await.unwrap_or_else(gone));
     };
     let etag = format!("\"{}\"", stored.id);
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_owned());

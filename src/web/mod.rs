@@ -1,7 +1,8 @@
 //! The tide app: routes, and the helpers every route uses (plain and HTML answers, the session
 //! lookup). This folder is the only place that imports tide; the upgrade hands a raw connection
 //! to [`crate::client`], which speaks WebSocket from then on. One file per concern: `pages`,
-//! `assets`, `login`, `upgrade`, `status`, `metrics`; `live` holds what a reload may change.
+//! `assets`, `login`, `upgrade`, `status`, `metrics`, `files` (and `elsewhere`: files other
+//! boxes hold); `live` holds what a reload may change.
 //!
 //! | route            | answer                                                          |
 //! |------------------|-----------------------------------------------------------------|
@@ -29,6 +30,7 @@
 
 mod assets;
 mod direct;
+mod elsewhere;
 mod files;
 mod i18n;
 mod invite;
