@@ -568,4 +568,17 @@ mod tests {
         assert_eq!(sent_at(frame), Some(123_456));
         assert_eq!(sent_at(r#"{"type":"join"}"#), None);
     }
+
+    #[test]
+    fn a_box_delivery_is_summed_up_from_its_latencies() {
+        let mut latencies: Vec<u32> = (1..=100).rev().map(|ms| ms * 1000).collect();
+        let delivery = Delivery::of(5, &mut latencies);
+        assert_eq!((delivery.receivers, delivery.delivered), (5, 100));
+        assert_eq!(
+            (delivery.p50_ms, delivery.p99_ms, delivery.max_ms),
+            (51.0, 99.0, 100.0)
+        );
+        let none = Delivery::of(0, &mut []);
+        assert_eq!((none.delivered, none.p99_ms), (0, 0.0));
+    }
 }
