@@ -25,9 +25,10 @@
 //! it starts its own `redis-server` (`--redis-server PATH`, default from `PATH`) on a free
 //! loopback port with no persistence, and N servers with `--redis`; the senders post on box
 //! A, the receivers are dealt in turn to every box, and latency is reported for box A's
-//! receivers (`same_box_*`) and for the others' (`cross_box_*`). Each run first measures
-//! the same load on one box without Redis (`alone_*`), so the two are side by side in one
-//! session. With `--pin` every server process (the boxes and Redis) shares core 0.
+//! receivers (`same_box_*`) and for the others' (`cross_box_*`). Each run also measures the
+//! same load on one box without Redis (`alone_*`), so the two are side by side in one
+//! session; odd runs measure that first, even runs last, as whichever goes first may fare
+//! differently. With `--pin` every server process (the boxes and Redis) shares core 0.
 
 use smolchat::loadgen::{self, LoadGen, Pace};
 use std::net::SocketAddr;
@@ -299,7 +300,7 @@ fn main() {
         let line = match options.mode.as_str() {
             "idle" => idle(&options),
             "storm" => storm(&options),
-            "fanout" | "latency" if options.boxes > 0 => shared(&options),
+            "fanout" | "latency" if options.boxes > 0 => shared(&options, run % 2 == 1),
             "fanout" => fanout(&options, Pace::Flood),
             "latency" | "floor" => fanout(&options, Pace::Rate(options.rate)),
             "slow" => slow(&options),
@@ -507,16 +508,17 @@ async fn health(addr: SocketAddr) -> u64 {
         .unwrap()
 }
 
-/// `fanout` or `latency` with `--boxes N`: the load on one box without Redis, then the same
-/// on N boxes sharing the room through a Redis of the benchmark's own, each with fresh servers.
-fn shared(options: &Options) -> serde_json::Value {
+/// `fanout` or `latency` with `--boxes N`: the load on one box without Redis and the same on
+/// N boxes sharing the room through a Redis of the benchmark's own, each with fresh servers;
+/// the one box first if `alone_first`.
+fn shared(options: &Options, alone_first: bool) -> serde_json::Value {
     let pace = match options.mode.as_str() {
         "fanout" => Pace::Flood,
         _ => Pace::Rate(options.rate),
     };
     let duration = Duration::from_secs_f64(options.seconds);
     let max_connections = options.receivers + options.senders + 10;
-    let alone = {
+    let alone = || {
         let server = Server::start(options, max_connections);
         let mut generator = LoadGen::new(server.addr);
         generator.watch(server.pid());
@@ -524,20 +526,9 @@ fn shared(options: &Options) -> serde_json::Value {
             .run(generator.fanout(options.receivers, options.senders, duration, pace))
             .unwrap()
     };
-    let redis = Redis::start(options);
-    let url = redis.url();
-    let boxes: Vec<Server> = (0..options.boxes)
-        .map(|_| Server::start_with(options, max_connections, Some(&url)))
-        .collect();
-    let mut generator = LoadGen::new(boxes[0].addr);
-    for server in &boxes {
-        generator.watch(server.pid());
-    }
-    generator.watch(redis.pid());
-    let others: Vec<SocketAddr> = boxes[1..].iter().map(|b| b.addr).collect();
-    let result = generator
-        .run(generator.fanout_across(&others, options.receivers, options.senders, duration, pace))
-        .unwrap();
+    let first = alone_first.then(alone);
+    let result = across_boxes(options, max_connections, duration, pace);
+    let alone = first.unwrap_or_else(alone);
     let (boxes_cpu, redis_cpu) = match result.cpu_ms_per_message_each.split_last() {
         Some((redis, boxes)) => (Some(boxes.iter().sum::<f64>()), Some(*redis)),
         None => (None, None),
@@ -547,6 +538,7 @@ fn shared(options: &Options) -> serde_json::Value {
         "boxes": options.boxes,
         "receivers": options.receivers,
         "senders": options.senders,
+        "alone_first": alone_first,
         "alone_seconds": alone.seconds,
         "alone_messages_per_s": alone.sent as f64 / alone.seconds,
         "alone_deliveries_per_s": alone.deliveries_per_s,
@@ -575,4 +567,29 @@ fn shared(options: &Options) -> serde_json::Value {
         "boxes_cpu_ms_per_message": boxes_cpu,
         "redis_cpu_ms_per_message": redis_cpu,
     })
+}
+
+/// The fan-out on `--boxes` fresh servers sharing the room through a fresh Redis, all stopped
+/// at the end. CPU time is watched for each box and then Redis.
+fn across_boxes(
+    options: &Options,
+    max_connections: usize,
+    duration: Duration,
+    pace: Pace,
+) -> loadgen::Fanout {
+    // Declared first, dropped last: the boxes stop before Redis does.
+    let redis = Redis::start(options);
+    let url = redis.url();
+    let boxes: Vec<Server> = (0..options.boxes)
+        .map(|_| Server::start_with(options, max_connections, Some(&url)))
+        .collect();
+    let mut generator = LoadGen::new(boxes[0].addr);
+    for server in &boxes {
+        generator.watch(server.pid());
+    }
+    generator.watch(redis.pid());
+    let others: Vec<SocketAddr> = boxes[1..].iter().map(|b| b.addr).collect();
+    generator
+        .run(generator.fanout_across(&others, options.receivers, options.senders, duration, pace))
+        .unwrap()
 }
