@@ -10,6 +10,8 @@
 //! cargo bench --bench load -- latency --receivers 1000 --rate 20 --seconds 10 --runs 3 --pin
 //! cargo bench --bench load -- slow --receivers 100 --senders 4 --seconds 5 --runs 3 --pin
 //! cargo bench --bench load -- floor --receivers 1000 --rate 20 --seconds 10 --runs 3 --pin
+//! cargo bench --bench load -- latency --boxes 2 --receivers 1000 --senders 1 --rate 20 --seconds 10 --runs 3 --pin
+//! cargo bench --bench load -- fanout --boxes 2 --receivers 1000 --senders 4 --seconds 5 --runs 3 --pin
 //! ```
 //! `floor` is the latency run against [`smolchat::loadgen::floor`] instead of smolchat: what
 //! the same fan-out costs with nothing but a poller and a `write` per client.
@@ -18,6 +20,15 @@
 //! `storm` opens `--connections` clients into one room with up to `--in-flight` handshakes
 //! at a time (default 256), then drops them all at once; it reads the server's peak memory
 //! from `/proc` and resets it between the phases (`clear_refs`: run it as the server's user).
+//!
+//! `--boxes N` (with `fanout` or `latency`) measures N boxes sharing the room through Redis:
+//! it starts its own `redis-server` (`--redis-server PATH`, default from `PATH`) on a free
+//! loopback port with no persistence, and N servers with `--redis`; the senders post on box
+//! A, the receivers are dealt in turn to every box, and latency is reported for box A's
+//! receivers (`same_box_*`) and for the others' (`cross_box_*`). Each run also measures the
+//! same load on one box without Redis (`alone_*`), so the two are side by side in one
+//! session; odd runs measure that first, even runs last, as whichever goes first may fare
+//! differently. With `--pin` every server process (the boxes and Redis) shares core 0.
 
 use smolchat::loadgen::{self, LoadGen, Pace};
 use std::net::SocketAddr;
@@ -36,6 +47,9 @@ struct Options {
     senders: usize,
     seconds: f64,
     rate: f64,
+    /// Boxes sharing the room through Redis; 0: one box, no Redis.
+    boxes: usize,
+    redis_server: String,
 }
 
 fn options() -> Result<Options, pico_args::Error> {
@@ -54,6 +68,10 @@ fn options() -> Result<Options, pico_args::Error> {
         senders: args.opt_value_from_str("--senders")?.unwrap_or(4),
         seconds: args.opt_value_from_str("--seconds")?.unwrap_or(5.0),
         rate: args.opt_value_from_str("--rate")?.unwrap_or(20.0),
+        boxes: args.opt_value_from_str("--boxes")?.unwrap_or(0),
+        redis_server: args
+            .opt_value_from_str("--redis-server")?
+            .unwrap_or_else(|| "redis-server".into()),
         mode: args.free_from_str()?,
     };
     Ok(options)
@@ -67,6 +85,11 @@ struct Server {
 
 impl Server {
     fn start(options: &Options, max_connections: usize) -> Server {
+        Server::start_with(options, max_connections, None)
+    }
+
+    /// Starts the server under test, sharing rooms through the Redis at `redis` if given.
+    fn start_with(options: &Options, max_connections: usize, redis: Option<&str>) -> Server {
         let floor = options.mode == "floor";
         let program = if floor {
             std::env::current_exe()
@@ -99,6 +122,9 @@ impl Server {
             if knows_limits(&options.server) {
                 command.args(loadgen::LOAD_LIMITS);
             }
+            if let Some(url) = redis {
+                command.args(["--redis", url]);
+            }
         }
         let (child, addr) = loadgen::spawn_server(command).unwrap_or_else(|e| {
             panic!(
@@ -127,6 +153,104 @@ fn knows_limits(path: &str) -> bool {
         .arg("--help")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--messages-per-second"))
+}
+
+/// A `redis-server` of the benchmark's own, on a free loopback port, with no persistence and
+/// its directory in the system's temporary one; killed (by PID) and its directory removed on
+/// drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+/// Longest a fresh `redis-server` may take to answer `PING`.
+const REDIS_READY: Duration = Duration::from_secs(30);
+/// How often a starting `redis-server` is asked.
+const REDIS_POLL: Duration = Duration::from_millis(10);
+
+impl Redis {
+    /// Starts one (on core 0 with `--pin`, beside the boxes) and returns once it answers
+    /// `PING`. A port taken between choosing and binding is retried with another.
+    fn start(options: &Options) -> Redis {
+        let dir = std::env::temp_dir().join(format!("smolchat-load-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut command = if options.pin {
+                let mut c = Command::new("taskset");
+                c.args(["-c", "0", &options.redis_server]);
+                c
+            } else {
+                Command::new(&options.redis_server)
+            };
+            let child = command
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", options.redis_server));
+            let mut redis = Redis {
+                child,
+                port,
+                dir: dir.clone(),
+            };
+            if redis.ready() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of five ports");
+    }
+
+    /// Asks `PING` until it answers `+PONG` (true), it exits (false: the port was taken), or
+    /// [`REDIS_READY`] has passed (a panic).
+    fn ready(&mut self) -> bool {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + REDIS_READY;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let pong = std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
+                s.set_read_timeout(Some(REDIS_READY))?;
+                s.write_all(b"PING\r\n")?;
+                let mut answer = [0u8; 7];
+                s.read_exact(&mut answer)?;
+                Ok(&answer == b"+PONG\r\n")
+            });
+            if pong.unwrap_or(false) {
+                return true;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer PING within {REDIS_READY:?}"
+            );
+            std::thread::sleep(REDIS_POLL);
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn pin_self() {
@@ -176,6 +300,7 @@ fn main() {
         let line = match options.mode.as_str() {
             "idle" => idle(&options),
             "storm" => storm(&options),
+            "fanout" | "latency" if options.boxes > 0 => shared(&options, run % 2 == 1),
             "fanout" => fanout(&options, Pace::Flood),
             "latency" | "floor" => fanout(&options, Pace::Rate(options.rate)),
             "slow" => slow(&options),
@@ -380,5 +505,91 @@ fn slow(options: &Options) -> serde_json::Value {
 async fn health(addr: SocketAddr) -> u64 {
     loadgen::healthz(addr).await.unwrap()["dropped"]
         .as_u64()
+        .unwrap()
+}
+
+/// `fanout` or `latency` with `--boxes N`: the load on one box without Redis and the same on
+/// N boxes sharing the room through a Redis of the benchmark's own, each with fresh servers;
+/// the one box first if `alone_first`.
+fn shared(options: &Options, alone_first: bool) -> serde_json::Value {
+    let pace = match options.mode.as_str() {
+        "fanout" => Pace::Flood,
+        _ => Pace::Rate(options.rate),
+    };
+    let duration = Duration::from_secs_f64(options.seconds);
+    let max_connections = options.receivers + options.senders + 10;
+    let alone = || {
+        let server = Server::start(options, max_connections);
+        let mut generator = LoadGen::new(server.addr);
+        generator.watch(server.pid());
+        generator
+            .run(generator.fanout(options.receivers, options.senders, duration, pace))
+            .unwrap()
+    };
+    let first = alone_first.then(alone);
+    let result = across_boxes(options, max_connections, duration, pace);
+    let alone = first.unwrap_or_else(alone);
+    let (boxes_cpu, redis_cpu) = match result.cpu_ms_per_message_each.split_last() {
+        Some((redis, boxes)) => (Some(boxes.iter().sum::<f64>()), Some(*redis)),
+        None => (None, None),
+    };
+    serde_json::json!({
+        "mode": options.mode,
+        "boxes": options.boxes,
+        "receivers": options.receivers,
+        "senders": options.senders,
+        "alone_first": alone_first,
+        "alone_seconds": alone.seconds,
+        "alone_messages_per_s": alone.sent as f64 / alone.seconds,
+        "alone_deliveries_per_s": alone.deliveries_per_s,
+        "alone_lost": alone.lost,
+        "alone_p50_ms": alone.p50_ms,
+        "alone_p99_ms": alone.p99_ms,
+        "alone_max_ms": alone.max_ms,
+        "alone_server_cpu_ms_per_message": alone.server_cpu_ms_per_message,
+        "seconds": result.seconds,
+        "messages_per_s": result.sent as f64 / result.seconds,
+        "deliveries_per_s": result.deliveries_per_s,
+        "lost": result.lost,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "max_ms": result.max_ms,
+        "same_box_receivers": result.same_box.receivers,
+        "same_box_delivered": result.same_box.delivered,
+        "same_box_p50_ms": result.same_box.p50_ms,
+        "same_box_p99_ms": result.same_box.p99_ms,
+        "same_box_max_ms": result.same_box.max_ms,
+        "cross_box_receivers": result.cross_box.receivers,
+        "cross_box_delivered": result.cross_box.delivered,
+        "cross_box_p50_ms": result.cross_box.p50_ms,
+        "cross_box_p99_ms": result.cross_box.p99_ms,
+        "cross_box_max_ms": result.cross_box.max_ms,
+        "boxes_cpu_ms_per_message": boxes_cpu,
+        "redis_cpu_ms_per_message": redis_cpu,
+    })
+}
+
+/// The fan-out on `--boxes` fresh servers sharing the room through a fresh Redis, all stopped
+/// at the end. CPU time is watched for each box and then Redis.
+fn across_boxes(
+    options: &Options,
+    max_connections: usize,
+    duration: Duration,
+    pace: Pace,
+) -> loadgen::Fanout {
+    // Declared first, dropped last: the boxes stop before Redis does.
+    let redis = Redis::start(options);
+    let url = redis.url();
+    let boxes: Vec<Server> = (0..options.boxes)
+        .map(|_| Server::start_with(options, max_connections, Some(&url)))
+        .collect();
+    let mut generator = LoadGen::new(boxes[0].addr);
+    for server in &boxes {
+        generator.watch(server.pid());
+    }
+    generator.watch(redis.pid());
+    let others: Vec<SocketAddr> = boxes[1..].iter().map(|b| b.addr).collect();
+    generator
+        .run(generator.fanout_across(&others, options.receivers, options.senders, duration, pace))
         .unwrap()
 }

@@ -7,6 +7,11 @@
 //! run without a passcode. Latency is measured by carrying the send time in the message text
 //! (`t=<microseconds>` since the generator started); sender and receivers share one clock.
 //!
+//! Boxes sharing rooms through Redis: [`LoadGen::fanout_across`] splits the receivers over the
+//! generator's server (box A, where the senders are) and the others, and keeps latency apart
+//! for box A's receivers and the others', so what the way from one box to another adds shows
+//! beside what the same messages cost on the box they were posted on.
+//!
 //! A client has joined once its `welcome` arrives: every server version sends it first on a
 //! join, while its own `join` announcement may be batched or left out in a large room. Where
 //! the generator waits for the server to settle, it waits for frames to stop arriving (bounded),
@@ -68,8 +73,30 @@ pub struct Fanout {
     /// Worst delivery.
     pub max_ms: f64,
     /// The server's CPU time (user and system) per message sent, over the measured interval
-    /// and the settling after it; `None` unless the generator watches the server.
+    /// and the settling after it; `None` unless the generator watches the server. With
+    /// several watched processes, their sum.
     pub server_cpu_ms_per_message: Option<f64>,
+    /// The same for each watched process apart, in the order they were watched.
+    pub cpu_ms_per_message_each: Vec<f64>,
+    /// Delivery to the receivers on the senders' box (the generator's server).
+    pub same_box: Delivery,
+    /// Delivery to the receivers on the other boxes (none in a run on one box).
+    pub cross_box: Delivery,
+}
+
+/// What the receivers on some of the boxes got.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// Receivers on these boxes.
+    pub receivers: usize,
+    /// Messages they got in the measured interval.
+    pub delivered: u64,
+    /// Median delivery latency, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Worst delivery.
+    pub max_ms: f64,
 }
 
 /// How to drive senders.
@@ -86,8 +113,9 @@ pub struct LoadGen {
     addr: SocketAddr,
     epoch: Instant,
     executor: Rc<LocalExecutor<'static>>,
-    /// The server's process, when the generator may read its CPU time.
-    server_pid: Option<u32>,
+    /// The server's processes whose CPU time fan-out runs report (the first: the server at
+    /// `addr`, whose memory a storm reads).
+    server_pids: Vec<u32>,
 }
 
 impl LoadGen {
@@ -97,17 +125,26 @@ impl LoadGen {
             addr,
             epoch: Instant::now(),
             executor: Rc::new(LocalExecutor::new()),
-            server_pid: None,
+            server_pids: Vec::new(),
         }
     }
 
     /// Lets fan-out runs report the CPU time of the server (process `pid`, on this machine).
+    /// Called again, for another process of the server side (another box, Redis), fan-out runs
+    /// report each apart and their sum.
     pub fn watch(&mut self, pid: u32) {
-        self.server_pid = Some(pid);
+        self.server_pids.push(pid);
     }
 
-    fn server_cpu(&self) -> Option<f64> {
-        self.server_pid.and_then(|pid| cpu_seconds(pid).ok())
+    /// CPU seconds of each watched process; `None` if none is watched or one cannot be read.
+    fn server_cpu(&self) -> Option<Vec<f64>> {
+        if self.server_pids.is_empty() {
+            return None;
+        }
+        self.server_pids
+            .iter()
+            .map(|&pid| cpu_seconds(pid).ok())
+            .collect()
     }
 
     /// Runs `future` with this generator's tasks, on this thread.
@@ -169,11 +206,31 @@ impl LoadGen {
         duration: Duration,
         pace: Pace,
     ) -> io::Result<Fanout> {
+        self.fanout_across(&[], receivers, senders, duration, pace)
+            .await
+    }
+
+    /// Fan-out over several boxes that share the room (through Redis): the senders post on
+    /// this generator's server (box A), and the receivers are dealt in turn to box A and to
+    /// each of `others`, so every box has its share.
+    pub async fn fanout_across(
+        &self,
+        others: &[SocketAddr],
+        receivers: usize,
+        senders: usize,
+        duration: Duration,
+        pace: Pace,
+    ) -> io::Result<Fanout> {
         let room = "fanout";
+        let boxes: Vec<SocketAddr> = std::iter::once(self.addr)
+            .chain(others.iter().copied())
+            .collect();
         // Joins block this thread; nothing else of the generator needs it meanwhile.
-        let readers = Receivers::start(self.addr, self.epoch, u64::MAX)?;
+        let readers = Receivers::start(self.epoch, u64::MAX)?;
         for n in 0..receivers {
-            readers.join(room, &format!("r{n}"))?;
+            let on = n % boxes.len();
+            // Group 0: on the senders' box; 1: on another.
+            readers.join(boxes[on], on.min(1), room, &format!("r{n}"))?;
         }
         let mut sending = Vec::with_capacity(senders);
         for n in 0..senders {
@@ -217,17 +274,20 @@ impl LoadGen {
             Timer::after(Duration::from_millis(10)).await;
         }
         let delivered = readers.delivered();
-        let cpu = self.server_cpu().zip(cpu_from).map(|(to, from)| to - from);
-        let mut latencies = readers.finish()?;
-        drop(senders_done);
-        latencies.sort_unstable();
-        let percentile = |p: f64| -> f64 {
-            if latencies.is_empty() {
-                return 0.0;
-            }
-            let index = ((latencies.len() - 1) as f64 * p).round() as usize;
-            latencies[index] as f64 / 1000.0
+        let cpu: Vec<f64> = match (self.server_cpu(), cpu_from) {
+            (Some(to), Some(from)) => to.iter().zip(&from).map(|(to, from)| to - from).collect(),
+            _ => Vec::new(),
         };
+        let mut by_group = readers.finish()?;
+        drop(senders_done);
+        by_group.resize_with(2, Vec::new);
+        // Receiver n is on box n % boxes: box A has every boxes-th, from the first.
+        let on_a = receivers.div_ceil(boxes.len());
+        let same_box = Delivery::of(on_a, &mut by_group[0]);
+        let cross_box = Delivery::of(receivers - on_a, &mut by_group[1]);
+        let mut latencies = by_group.concat();
+        latencies.sort_unstable();
+        let per_message = |seconds: f64| seconds * 1000.0 / total_sent.max(1) as f64;
         Ok(Fanout {
             receivers,
             senders,
@@ -236,12 +296,38 @@ impl LoadGen {
             delivered,
             deliveries_per_s: delivered as f64 / seconds,
             lost: expected.saturating_sub(delivered),
-            p50_ms: percentile(0.50),
-            p99_ms: percentile(0.99),
-            max_ms: percentile(1.0),
-            server_cpu_ms_per_message: cpu.map(|s| s * 1000.0 / total_sent.max(1) as f64),
+            p50_ms: percentile(&latencies, 0.50),
+            p99_ms: percentile(&latencies, 0.99),
+            max_ms: percentile(&latencies, 1.0),
+            server_cpu_ms_per_message: (!cpu.is_empty()).then(|| per_message(cpu.iter().sum())),
+            cpu_ms_per_message_each: cpu.into_iter().map(per_message).collect(),
+            same_box,
+            cross_box,
         })
     }
+}
+
+impl Delivery {
+    /// What `receivers` got, from their latencies (µs; sorted here).
+    fn of(receivers: usize, latencies: &mut [u32]) -> Delivery {
+        latencies.sort_unstable();
+        Delivery {
+            receivers,
+            delivered: latencies.len() as u64,
+            p50_ms: percentile(latencies, 0.50),
+            p99_ms: percentile(latencies, 0.99),
+            max_ms: percentile(latencies, 1.0),
+        }
+    }
+}
+
+/// The `p` quantile (0 to 1) of sorted latencies (µs), in milliseconds; 0 for none.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index] as f64 / 1000.0
 }
 
 /// Idle clients opened by [`LoadGen::idle`], each read by its own task; dropping this closes
@@ -481,5 +567,18 @@ mod tests {
             r#"{"type":"message","id":3,"room":"r","name":"s0","text":"t=123456","when":"x"}"#;
         assert_eq!(sent_at(frame), Some(123_456));
         assert_eq!(sent_at(r#"{"type":"join"}"#), None);
+    }
+
+    #[test]
+    fn a_box_delivery_is_summed_up_from_its_latencies() {
+        let mut latencies: Vec<u32> = (1..=100).rev().map(|ms| ms * 1000).collect();
+        let delivery = Delivery::of(5, &mut latencies);
+        assert_eq!((delivery.receivers, delivery.delivered), (5, 100));
+        assert_eq!(
+            (delivery.p50_ms, delivery.p99_ms, delivery.max_ms),
+            (51.0, 99.0, 100.0)
+        );
+        let none = Delivery::of(0, &mut []);
+        assert_eq!((none.delivered, none.p99_ms), (0, 0.0));
     }
 }

@@ -10,6 +10,10 @@
 //! first on a join, while a client's own `join` announcement may be batched or left out.
 //! Every frame and byte read is counted, and the time of the last one kept, so a join storm can
 //! tell how much the server sent and when it stopped.
+//!
+//! Receivers may be joined to several servers (boxes sharing rooms through Redis); each is
+//! given a group, the box it is on, and latencies are kept per group, so that delivery on the
+//! sender's box and on the others can be told apart.
 
 use super::wire;
 use crate::atomic::AtomicU64;
@@ -26,14 +30,13 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes read from a socket at a time.
 const READ_BYTES: usize = 64 * 1024;
 
-/// Receivers joined to one server, read on their own thread.
+/// Receivers joined to one server or several, read on their own thread.
 pub struct Receivers {
-    addr: SocketAddr,
     shared: Arc<Shared>,
     poller: Arc<Poller>,
     handoff: mpsc::Sender<Receiver>,
     joined: mpsc::Receiver<io::Result<()>>,
-    thread: Option<JoinHandle<io::Result<Vec<u32>>>>,
+    thread: Option<JoinHandle<io::Result<Vec<Vec<u32>>>>>,
 }
 
 /// What the reading thread and the generator share.
@@ -65,11 +68,13 @@ struct Receiver {
     welcomed: bool,
     /// Whether [`Receivers::join`] waits to hear of its welcome.
     report: bool,
+    /// Which group its latencies are kept with (the box it is on).
+    group: usize,
 }
 
 impl Receivers {
     /// Starts the reading thread. Messages sent at or after `since` (µs since `epoch`) count.
-    pub fn start(addr: SocketAddr, epoch: Instant, since: u64) -> io::Result<Receivers> {
+    pub fn start(epoch: Instant, since: u64) -> io::Result<Receivers> {
         let poller = Arc::new(Poller::new()?);
         let shared = Arc::new(Shared {
             since: AtomicU64::new(since),
@@ -91,7 +96,6 @@ impl Receivers {
                 move || read_all(&poller, &shared, &arrivals, &report_joined)
             })?;
         Ok(Receivers {
-            addr,
             shared,
             poller,
             handoff,
@@ -100,29 +104,37 @@ impl Receivers {
         })
     }
 
-    /// Joins `room` as `name` and returns once its welcome has arrived.
-    pub fn join(&self, room: &str, name: &str) -> io::Result<()> {
-        let (stream, pending) = wire::connect(self.addr, &format!("/ws/{room}?name={name}"))?;
-        self.hand_over(stream, pending, true)?;
+    /// Joins `room` as `name` on the server at `addr`, its latencies kept in `group`, and
+    /// returns once its welcome has arrived.
+    pub fn join(&self, addr: SocketAddr, group: usize, room: &str, name: &str) -> io::Result<()> {
+        let (stream, pending) = wire::connect(addr, &format!("/ws/{room}?name={name}"))?;
+        self.hand_over(stream, pending, true, group)?;
         match self.joined.recv_timeout(JOIN_TIMEOUT) {
             Ok(result) => result,
             Err(_) => Err(io::Error::other(format!("{name}: join not seen in time"))),
         }
     }
 
-    /// Takes a client whose handshake is done (`stream`, and the bytes read past its head) and
-    /// returns at once; [`Receivers::welcomed`] counts it once its welcome has arrived.
+    /// Takes a client whose handshake is done (`stream`, and the bytes read past its head), its
+    /// latencies kept in group 0, and returns at once; [`Receivers::welcomed`] counts it once its welcome has arrived.
     pub fn add(&self, stream: TcpStream, pending: Vec<u8>) -> io::Result<()> {
-        self.hand_over(stream, pending, false)
+        self.hand_over(stream, pending, false, 0)
     }
 
-    fn hand_over(&self, stream: TcpStream, pending: Vec<u8>, report: bool) -> io::Result<()> {
+    fn hand_over(
+        &self,
+        stream: TcpStream,
+        pending: Vec<u8>,
+        report: bool,
+        group: usize,
+    ) -> io::Result<()> {
         stream.set_nonblocking(true)?;
         let receiver = Receiver {
             stream,
             pending,
             welcomed: false,
             report,
+            group,
         };
         self.handoff
             .send(receiver)
@@ -165,12 +177,13 @@ impl Receivers {
     }
 
     /// Stops reading, closes every client at once (their sockets, with no WebSocket closing
-    /// handshake), and returns each counted message's latency (µs).
-    pub fn finish(mut self) -> io::Result<Vec<u32>> {
+    /// handshake), and returns each counted message's latency (µs), one list per group (as
+    /// many lists as the highest group that counted one, plus one).
+    pub fn finish(mut self) -> io::Result<Vec<Vec<u32>>> {
         self.stop()
     }
 
-    fn stop(&mut self) -> io::Result<Vec<u32>> {
+    fn stop(&mut self) -> io::Result<Vec<Vec<u32>>> {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.poller.notify()?;
         match self.thread.take().map(JoinHandle::join) {
@@ -193,7 +206,7 @@ fn read_all(
     shared: &Shared,
     arrivals: &mpsc::Receiver<Receiver>,
     joined: &mpsc::Sender<io::Result<()>>,
-) -> io::Result<Vec<u32>> {
+) -> io::Result<Vec<Vec<u32>>> {
     let mut receivers: Vec<Option<Receiver>> = Vec::new();
     let mut latencies = Vec::new();
     let mut events = Events::new();
@@ -276,7 +289,7 @@ fn take(
     slot: &mut Option<Receiver>,
     fresh: &[u8],
     shared: &Shared,
-    latencies: &mut Vec<u32>,
+    latencies: &mut Vec<Vec<u32>>,
     joined: &mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
     let Some(receiver) = slot.as_mut() else {
@@ -318,7 +331,7 @@ impl Receiver {
         &mut self,
         payload: &[u8],
         shared: &Shared,
-        latencies: &mut Vec<u32>,
+        latencies: &mut Vec<Vec<u32>>,
         joined: &mpsc::Sender<io::Result<()>>,
     ) {
         let Ok(text) = std::str::from_utf8(payload) else {
@@ -342,6 +355,9 @@ impl Receiver {
         }
         let now = shared.epoch.elapsed().as_micros() as u64;
         shared.delivered.fetch_add(1, Ordering::Relaxed);
-        latencies.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+        if latencies.len() <= self.group {
+            latencies.resize_with(self.group + 1, Vec::new);
+        }
+        latencies[self.group].push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
     }
 }

@@ -56,10 +56,11 @@ impl LoadGen {
     /// Runs a storm of `clients` into one room with at most `in_flight` handshakes at a time.
     /// Needs [`LoadGen::watch`] (the server's memory is read) and the right to reset its peak.
     pub async fn storm(&self, clients: usize, in_flight: usize) -> io::Result<Storm> {
-        let pid = self
-            .server_pid
+        let pid = *self
+            .server_pids
+            .first()
             .ok_or_else(|| io::Error::other("a storm needs the server's pid (watch)"))?;
-        let readers = Rc::new(Receivers::start(self.addr, self.epoch, u64::MAX)?);
+        let readers = Rc::new(Receivers::start(self.epoch, u64::MAX)?);
         reset_peak(pid)?;
         let start = self.micros();
         let next = Rc::new(Cell::new(0usize));
