@@ -3,7 +3,8 @@
 // message the server says it did not send (the network to Redis dropped it) is sent again by
 // the page with its key once it can be, and shows once. The tests start their own
 // redis-server (Debian's package) on a free loopback port, with the AOF so a restart keeps
-// ids, and stop it by PID.
+// ids, and stop it by PID. A photo shared on one box shows in a page on another, which
+// fetches it from the box that holds it.
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -116,4 +117,44 @@ test("a message the network to Redis dropped is sent again by the page and shows
   assert.deepEqual(texts, ["first", "once", "next"]);
   await stopServer(server);
   cutter.close();
+});
+
+test("a photo shared on one box shows in a page on another box", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "smolchat-redis-"));
+  const port = await freePort();
+  await startRedis(port, dir);
+  const boxes = [];
+  for (const name of ["a", "b"]) {
+    const data = mkdtempSync(join(tmpdir(), `smolchat-box-${name}-`));
+    boxes.push(await startServer(["--addr", "127.0.0.1:0", "--data-dir", data,
+      "--redis", `redis://127.0.0.1:${port}/0`]));
+  }
+  const ann = await signedIn(boxes[0], "Ann", "/", { hasTouch: true });
+  const bob = await signedIn(boxes[1], "Bob", "/", { hasTouch: true });
+  // A 300 x 200 PNG, drawn in Ann's page.
+  const base64 = await ann.page.evaluate(() => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 300;
+    canvas.height = 200;
+    const g = canvas.getContext("2d");
+    g.fillStyle = "#2f6f5e";
+    g.fillRect(0, 0, 300, 200);
+    return canvas.toDataURL("image/png").split(",")[1];
+  });
+  await ann.page.setInputFiles("#share-input", {
+    name: "view.png", mimeType: "image/png", buffer: Buffer.from(base64, "base64"),
+  });
+  const preview = "#messages .msg .file-preview img";
+  await bob.page.waitForSelector(preview);
+  await bob.page.waitForFunction((sel) => {
+    const img = document.querySelector(sel);
+    return img && img.complete && img.naturalWidth > 0;
+  }, preview);
+  const seen = await bob.page.$eval(preview, (img) => ({
+    natural: [img.naturalWidth, img.naturalHeight],
+    src: new URL(img.src).origin,
+  }));
+  assert.deepEqual(seen.natural, [300, 200]);
+  assert.equal(seen.src, boxes[1].origin, "box B serves it from its own origin");
+  for (const box of boxes) await stopServer(box);
 });
