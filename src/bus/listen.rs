@@ -340,7 +340,8 @@ impl Listener {
         }
     }
 
-    /// Carries out `ruling` in Redis (the book entry, the stream) and publishes it.
+    /// Carries out `ruling` in Redis (the book entry, the stream) and publishes it (and, behind
+    /// sentinels, waits for a replica to have it).
     async fn rule(
         &self,
         room: &str,
@@ -365,7 +366,9 @@ impl Listener {
             .arg(format!("{} {json}", self.me))
             .invoke_async(data)
             .await?;
-        Ok(())
+        // Behind sentinels, a ruling no replica has would be lost with a failover: the host
+        // hears it may not have reached the other boxes.
+        self.replicated(room, data).await
     }
 
     /// Reads the whole book from Redis into this box's (seeding Redis's with this box's if no
