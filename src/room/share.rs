@@ -148,52 +148,8 @@ impl Room {
             let _ = reply.try_send(Ok(None));
             return;
         };
-        if let Some(link) = &self.link {
-            let frame = Outbound::File {
-                id: 0,
-                room: &self.name,
-                name: &seat.name,
-                when: &timestamp(SystemTime::now()),
-                file: FileRef {
-                    url: &file.url,
-                    name: &file.name,
-                    size: file.size,
-                    mime: &file.mime,
-                    width: file.width,
-                    height: file.height,
-                },
-            }
-            .encode_unnumbered()
-            .expect("a file frame has an id");
-            let Some(id) = file.url.split('/').nth(2).map(str::to_owned) else {
-                return; // Made by the web layer: always /files/<id>/<name>.
-            };
-            let key = Some(format!("{FILE_KEY}{id}").into());
-            let seen = self.history.last_id();
-            let (address, held) = (seat.address, Some(id.clone().into()));
-            let offer = Offer {
-                client,
-                person: author,
-                seen,
-                key,
-                address,
-                frame,
-                file: held,
-            };
-            let posted = link.connected() && link.post(offer).is_ok();
-            if !posted {
-                let _ = reply.try_send(Err(ShareError::Refused(UNAVAILABLE.into())));
-                return;
-            }
-            self.sharing.insert(id, reply);
-            return;
-        }
-        self.shared
-            .tracer
-            .trace(format_args!("File shared: {}", file.name));
-        let id = self.history.last_id() + 1;
         let when = timestamp(SystemTime::now());
-        let frame = Outbound::File {
+        let frame = |id| Outbound::File {
             id,
             room: &self.name,
             name: &seat.name,
@@ -206,8 +162,35 @@ impl Room {
                 width: file.width,
                 height: file.height,
             },
+        };
+        if let Some(link) = &self.link {
+            let frame = frame(0)
+                .encode_unnumbered()
+                .expect("a file frame has an id");
+            let Some(id) = file.url.split('/').nth(2).map(str::to_owned) else {
+                return; // Made by the web layer: always /files/<id>/<name>.
+            };
+            let offer = Offer {
+                client,
+                person: author,
+                seen: self.history.last_id(),
+                key: Some(format!("{FILE_KEY}{id}").into()),
+                address: seat.address,
+                frame,
+                file: Some(id.clone().into()),
+            };
+            if !(link.connected() && link.post(offer).is_ok()) {
+                let _ = reply.try_send(Err(ShareError::Refused(UNAVAILABLE.into())));
+                return;
+            }
+            self.sharing.insert(id, reply);
+            return;
         }
-        .encode_metered(&self.shared.meter);
+        self.shared
+            .tracer
+            .trace(format_args!("File shared: {}", file.name));
+        let id = self.history.last_id() + 1;
+        let frame = frame(id).encode_metered(&self.shared.meter);
         self.keep(id, &frame, author);
         if let Some(seat) = self.members.values().find(|seat| seat.person == person) {
             self.tell_elsewhere(id, &seat.name, &[]);

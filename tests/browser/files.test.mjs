@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { STEP, launch, startServer, stopServer } from "./harness.mjs";
+import { STEP, drawPng, launch, startServer, stopServer } from "./harness.mjs";
 
 const browser = await launch();
 
@@ -32,19 +32,8 @@ test("a shared photo arrives shrunk, and another browser sees and opens it", asy
   const bob = await signedIn(server, "Bob");
 
   // A 3000 x 2000 PNG, drawn in Ann's page.
-  const base64 = await ann.page.evaluate(() => {
-    const canvas = document.createElement("canvas");
-    canvas.width = 3000;
-    canvas.height = 2000;
-    const g = canvas.getContext("2d");
-    g.fillStyle = "#2f6f5e";
-    g.fillRect(0, 0, 3000, 2000);
-    g.fillStyle = "#fff";
-    g.fillRect(500, 500, 1000, 600);
-    return canvas.toDataURL("image/png").split(",")[1];
-  });
   await ann.page.setInputFiles("#share-input", {
-    name: "big.png", mimeType: "image/png", buffer: Buffer.from(base64, "base64"),
+    name: "big.png", mimeType: "image/png", buffer: await drawPng(ann.page, 3000, 2000),
   });
 
   const preview = "#messages .msg .file-preview img";
@@ -220,15 +209,8 @@ test("files past --file-days are removed at the next start and show as gone", as
   let server = await startServer(args);
   const ann = await signedIn(server, "Ann");
   // A small photo (shown as a preview) and a text file (shown as a link).
-  const base64 = await ann.page.evaluate(() => {
-    const canvas = document.createElement("canvas");
-    canvas.width = 40;
-    canvas.height = 30;
-    canvas.getContext("2d").fillRect(0, 0, 40, 30);
-    return canvas.toDataURL("image/png").split(",")[1];
-  });
   await ann.page.setInputFiles("#share-input", [
-    { name: "old.png", mimeType: "image/png", buffer: Buffer.from(base64, "base64") },
+    { name: "old.png", mimeType: "image/png", buffer: await drawPng(ann.page, 40, 30) },
     { name: "old.txt", mimeType: "text/plain", buffer: Buffer.from("old words") },
   ]);
   await ann.page.waitForSelector("#messages .msg .file-preview img");

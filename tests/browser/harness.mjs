@@ -90,3 +90,19 @@ export async function signedIn(server, name, path = "/", context = {}) {
   await page.waitForSelector("#status.online");
   return { context: session, page };
 }
+
+/** A `width` x `height` PNG drawn by a canvas in `page` (no image files are shipped), as bytes. */
+export async function drawPng(page, width, height) {
+  const base64 = await page.evaluate(([w, h]) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    const g = canvas.getContext("2d");
+    g.fillStyle = "#2f6f5e";
+    g.fillRect(0, 0, w, h);
+    g.fillStyle = "#fff";
+    g.fillRect(w / 6, h / 4, w / 3, h * 0.3);
+    return canvas.toDataURL("image/png").split(",")[1];
+  }, [width, height]);
+  return Buffer.from(base64, "base64");
+}

@@ -14,7 +14,7 @@ import { createInterface } from "node:readline";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { STEP, launch, startServer, stopServer, send, waitForText, signedIn } from "./harness.mjs";
+import { STEP, drawPng, launch, startServer, stopServer, send, waitForText, signedIn } from "./harness.mjs";
 
 await launch();
 const redises = [];
@@ -131,18 +131,8 @@ test("a photo shared on one box shows in a page on another box", async () => {
   }
   const ann = await signedIn(boxes[0], "Ann", "/", { hasTouch: true });
   const bob = await signedIn(boxes[1], "Bob", "/", { hasTouch: true });
-  // A 300 x 200 PNG, drawn in Ann's page.
-  const base64 = await ann.page.evaluate(() => {
-    const canvas = document.createElement("canvas");
-    canvas.width = 300;
-    canvas.height = 200;
-    const g = canvas.getContext("2d");
-    g.fillStyle = "#2f6f5e";
-    g.fillRect(0, 0, 300, 200);
-    return canvas.toDataURL("image/png").split(",")[1];
-  });
   await ann.page.setInputFiles("#share-input", {
-    name: "view.png", mimeType: "image/png", buffer: Buffer.from(base64, "base64"),
+    name: "view.png", mimeType: "image/png", buffer: await drawPng(ann.page, 300, 200),
   });
   const preview = "#messages .msg .file-preview img";
   await bob.page.waitForSelector(preview);
