@@ -131,3 +131,24 @@ fn a_file_deleted_from_another_box_goes_and_a_holder_that_is_down_is_a_502() {
         assert_eq!(down.status, 502, "{}", down.text());
     });
 }
+
+#[test]
+fn an_upload_while_redis_is_away_is_refused_and_leaves_nothing() {
+    let mut redis = RedisServer::start("shared-files-away");
+    let dir = temp_dir("shared-away");
+    let a = files_box(&redis, &dir);
+    smol::block_on(async {
+        let (ann, _ann_ws) = seated_with_passcode(a.addr, "ann").await;
+        redis.kill();
+        until_redis_is(a.addr, "down").await;
+        let refused = post(a.addr, "/files/lobby?name=late.gif", &ann, &gif(100)).await;
+        assert_eq!(refused.status, 503, "{}", refused.text());
+        assert!(refused.text().contains("Not sent"), "{}", refused.text());
+    });
+    // Only the store's index is left.
+    let left: Vec<_> = std::fs::read_dir(dir.join("files"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.iter().all(|name| name == "index.json"), "{left:?}");
+}

@@ -40,7 +40,7 @@ mod tests;
 pub use keepalive::Keepalive;
 pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
-pub use share::SharedFile;
+pub use share::{ShareError, SharedFile};
 
 use crate::bus::{Heard, Link, News, Offer};
 use crate::history::{Entry, Origin, Ring};

@@ -41,13 +41,20 @@ pub enum ShareError {
     NotMember,
     /// The person is muted, or the room is locked: why, for them.
     Refused(String),
+    /// A shared room could not send the file's frame (Redis is away): why, for them.
+    Unsent(String),
+    /// A shared room could not confirm the file's frame went out (its answer was lost): why,
+    /// for them. Redis may have kept it, so the file stays.
+    Unconfirmed(String),
 }
 
 impl fmt::Display for ShareError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ShareError::NotMember => f.write_str("join the room before sharing into it"),
-            ShareError::Refused(why) => f.write_str(why),
+            ShareError::Refused(why) | ShareError::Unsent(why) | ShareError::Unconfirmed(why) => {
+                f.write_str(why)
+            }
         }
     }
 }
@@ -180,7 +187,7 @@ impl Room {
                 file: Some(id.clone().into()),
             };
             if !(link.connected() && link.post(offer).is_ok()) {
-                let _ = reply.try_send(Err(ShareError::Refused(UNAVAILABLE.into())));
+                let _ = reply.try_send(Err(ShareError::Unsent(UNAVAILABLE.into())));
                 return;
             }
             self.sharing.insert(id, reply);
@@ -217,7 +224,7 @@ impl Room {
             return false;
         };
         if let Some(reply) = self.sharing.remove(id) {
-            let _ = reply.try_send(Err(ShareError::Refused(why.into())));
+            let _ = reply.try_send(Err(ShareError::Unconfirmed(why.into())));
         }
         true
     }

@@ -17,7 +17,7 @@
 
 use super::{elsewhere, peer_ip, plain, query, refuse, session, too_many, State};
 use crate::files::{clean_name, valid_id, FileError, Kind, Stored};
-use crate::room::SharedFile;
+use crate::room::{ShareError, SharedFile};
 use crate::stats::Refusal;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use smol::io::{AsyncReadExt, BufReader};
@@ -198,6 +198,11 @@ async fn announce(req: &Request<State>, stored: Stored, person: u64) -> Response
             res.set_body(frame.bytes().to_vec());
             res
         }
+        // Redis may have kept the frame (its answer was lost): the file stays, for whoever
+        // sees it, until it expires or is removed for space.
+        Err(error @ ShareError::Unconfirmed(_)) => {
+            plain(StatusCode::ServiceUnavailable, &error.to_string())
+        }
         Err(error) => {
             if let Some(files) = state.files.clone() {
                 let id = stored.id.clone();
@@ -205,7 +210,11 @@ async fn announce(req: &Request<State>, stored: Stored, person: u64) -> Response
                     log::warn!("files: {e}");
                 }
             }
-            plain(StatusCode::Forbidden, &error.to_string())
+            let status = match error {
+                ShareError::Unsent(_) => StatusCode::ServiceUnavailable,
+                _ => StatusCode::Forbidden,
+            };
+            plain(status, &error.to_string())
         }
     }
 }
