@@ -13,9 +13,10 @@ mod common;
 
 use common::redis::*;
 use common::*;
+use rustix::process::Signal;
 use smolchat::config::{RedisTarget, Sentinels};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 /// The name the sentinel monitors the primary under.
@@ -99,17 +100,6 @@ fn sentinel(dir: &Path, primary: u16) -> Process {
     panic!("the sentinel did not start on any of five ports");
 }
 
-/// Runs `redis-cli -p port args`; its output, or `None` if it failed.
-fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli comes with redis-server");
-    let text = String::from_utf8(output.stdout).unwrap();
-    (output.status.success() && !text.starts_with("Could not connect")).then_some(text)
-}
-
 /// Polls (bounded by [`STEP`]) until `done` holds; `what` names it in the failure.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -121,7 +111,7 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// The port of the primary the sentinel names now.
 fn named_primary(sentinel: &Process) -> Option<u16> {
-    let answer = cli(
+    let answer = ask(
         sentinel.port,
         &["SENTINEL", "get-master-addr-by-name", MASTER],
     )?;
@@ -234,13 +224,13 @@ impl Cluster {
         // The replicas in sync before the sentinel looks: it learns them from the primary.
         until("the replicas in sync", || {
             replicas.iter().all(|replica| {
-                cli(replica.port, &["INFO", "replication"])
+                ask(replica.port, &["INFO", "replication"])
                     .is_some_and(|info| info.contains("master_link_status:up"))
             })
         });
         let sentinel = sentinel(&dir(&format!("{name}-sentinel")), primary.port);
         until("the sentinel knowing the replicas", || {
-            cli(sentinel.port, &["SENTINEL", "replicas", MASTER]).is_some_and(|text| {
+            ask(sentinel.port, &["SENTINEL", "replicas", MASTER]).is_some_and(|text| {
                 text.lines().filter(|l| l.trim() == "slave").count() == replicas.len()
             })
         });
@@ -251,13 +241,6 @@ impl Cluster {
             sentinel,
         }
     }
-}
-
-/// Sends `signal` (`-STOP`, `-CONT`) to `process`.
-fn signal(process: &Process, signal: &str) {
-    let pid = process.child.as_ref().expect("running").id().to_string();
-    let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Posts until it is sent, sending it again with its key after each refusal, as the page
@@ -394,9 +377,10 @@ fn a_post_no_replica_acknowledges_is_refused_then_sent_once() {
 
         // The replica stops: the primary keeps the post, but no replica acknowledges it
         // within the wait, so a failover now could lose it. Ann is told it was not sent.
-        signal(&cluster.replicas[0], "-STOP");
+        let replica = cluster.replicas[0].child.as_ref().expect("running");
+        signal(replica, Signal::STOP);
         assert_eq!(post(&mut ann, "two", "k2", &mut on_a).await, Fate::Refused);
-        signal(&cluster.replicas[0], "-CONT");
+        signal(replica, Signal::CONT);
         // Sent again with its key: the primary had it, so it keeps its id and shows once.
         let (id, _) = post_until_sent(&mut ann, "two", "k2", &mut on_a).await;
         assert_eq!(id, 2);

@@ -12,7 +12,6 @@ mod common;
 use common::redis::*;
 use common::*;
 use smolchat::config::RedisTarget;
-use std::process::Command;
 
 /// Reads `n` chat messages; returns each one's id and text.
 async fn messages(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
@@ -197,15 +196,9 @@ fn catching_up_past_what_redis_keeps_is_incomplete() {
     });
 }
 
-/// Runs `redis-cli` against `redis` with `args`; returns its output.
+/// Runs one command against `redis` (see [`ask`]); returns its answer.
 fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli comes with redis-server");
-    assert!(output.status.success(), "redis-cli {args:?} failed");
-    String::from_utf8(output.stdout).unwrap()
+    ask(redis.port, args).unwrap_or_else(|| panic!("Redis refused {args:?}"))
 }
 
 /// Keeps message `id` in `room`'s stream as the posting script would, but without publishing

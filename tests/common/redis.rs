@@ -1,5 +1,9 @@
 //! A real `redis-server` for tests of rooms shared across boxes (Debian's package): each test
 //! starts its own on a free loopback port, in a fresh directory, and stops it by PID.
+//!
+//! Tests talk to Redis (and to sentinels) through redis-rs ([`ask`]) and signal processes
+//! directly ([`signal`]), never by spawning `redis-cli` or `kill`: the whole suite also runs
+//! under qemu-user, where forking a process that has threads running can hang the child.
 
 use super::*;
 use smolchat::config::RedisTarget;
@@ -117,12 +121,7 @@ pub fn spawn_redis_with(
 /// Starts `redis-server` with `args` (a Redis or a sentinel) and waits until its log has a
 /// line containing `ready`; `None` if it exited first (its port was taken meanwhile).
 pub fn spawn_until(args: &[&str], ready: &str) -> Option<Child> {
-    let mut child = Command::new("redis-server")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (Debian: apt-get install redis-server)");
+    let mut child = spawn_redis_server(args);
     let stdout = child.stdout.take().unwrap();
     let (lines, log) = mpsc::channel();
     std::thread::spawn(move || {
@@ -172,4 +171,88 @@ pub async fn say_keyed(ws: &mut Ws, text: &str, key: &str) {
     use async_tungstenite::tungstenite::Message;
     let frame = serde_json::json!({ "text": text, "key": key }).to_string();
     ws.send(Message::text(frame)).await.expect("send");
+}
+
+/// Spawns `redis-server` with `args`, its output piped. Under qemu-user a fork from this
+/// threaded process can hang in the emulator before the child runs `redis-server` (seen on the
+/// ARMv6 target), and `spawn` waits for that forever; so the spawn runs on a thread of its own,
+/// and one that has not returned within [`STEP`] is left behind and tried once more.
+fn spawn_redis_server(args: &[&str]) -> Child {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    for attempt in 1..=2 {
+        let (done, spawned) = mpsc::channel();
+        let args = args.clone();
+        std::thread::spawn(move || {
+            let child = Command::new("redis-server")
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn();
+            let _ = done.send(child);
+        });
+        match spawned.recv_timeout(STEP) {
+            Ok(child) => {
+                return child.expect(
+                    "redis-server must be installed (Debian: apt-get install redis-server)",
+                )
+            }
+            Err(_) => eprintln!(
+                "spawning redis-server did not return within {STEP:?} (attempt {attempt})"
+            ),
+        }
+    }
+    panic!("redis-server could not be spawned");
+}
+
+/// Sends one command to the Redis (or sentinel) on `port`, each step bounded by [`STEP`]; its
+/// answer as lines (arrays flattened, as `redis-cli` prints them), or `None` if it could not be
+/// asked or answered with an error.
+pub fn ask(port: u16, args: &[&str]) -> Option<String> {
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut connection = client.get_connection_with_timeout(STEP).ok()?;
+    connection.set_read_timeout(Some(STEP)).ok()?;
+    connection.set_write_timeout(Some(STEP)).ok()?;
+    let (name, rest) = args.split_first()?;
+    let mut command = ::redis::cmd(name);
+    for arg in rest {
+        command.arg(*arg);
+    }
+    let answer: ::redis::Value = command.query(&mut connection).ok()?;
+    let mut lines = String::new();
+    flatten(&answer, &mut lines);
+    Some(lines)
+}
+
+/// `value` as lines of text, one per scalar.
+fn flatten(value: &::redis::Value, lines: &mut String) {
+    use ::redis::Value;
+    match value {
+        Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+            items.iter().for_each(|item| flatten(item, lines))
+        }
+        Value::Map(pairs) => {
+            for (key, value) in pairs {
+                flatten(key, lines);
+                flatten(value, lines);
+            }
+        }
+        Value::BulkString(bytes) => {
+            lines.push_str(&String::from_utf8_lossy(bytes));
+            lines.push('\n');
+        }
+        Value::SimpleString(text) => {
+            lines.push_str(text);
+            lines.push('\n');
+        }
+        Value::Int(n) => lines.push_str(&format!("{n}\n")),
+        Value::Okay => lines.push_str("OK\n"),
+        Value::Nil => lines.push('\n'),
+        other => lines.push_str(&format!("{other:?}\n")),
+    }
+}
+
+/// Sends `signal` to `child` (stopping or continuing a Redis, say).
+pub fn signal(child: &Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, signal).expect("the process is ours to signal");
 }
