@@ -10,31 +10,26 @@
 //! task connects again (waiting [`RETRY_FIRST`], doubling to [`RETRY_MAX`]), subscribes every
 //! room again and reads each room's stream from its last id: members see a pause, then the
 //! messages they missed, in order, and each room hears who is on other boxes anew. Every
-//! [`BEAT`] it pings the subscription connection (finding one that died without closing),
-//! renews this box's presence in each room and asks whether the other boxes it knows of in
-//! each room still renew theirs.
-//!
-//! Names are claimed and released through this task too, so it knows who is seated here in
-//! each room and claims them all again after a lost connection (Redis may have restarted, or
-//! this box's presence expired meanwhile). While there is no connection a claim is granted at
-//! once: names are then checked on this box only.
+//! [`BEAT`] it pings the subscription connection (finding one that died without closing) and
+//! keeps presence (`names.rs`).
 //!
 //! Each connect asks `connect.rs` for the primary (behind sentinels: whichever server they
 //! name now). Behind sentinels, what a catch-up reads from the stream is delivered only once a
 //! replica has it too (`WAIT`), as posts are: nothing a member sees is lost by a failover.
 //!
-//! Hosts' rulings go out through this task too (one script writes the book entry, removes the
-//! messages and publishes the ruling), and come in on the book's channel: this task writes
-//! them in the box's book and hands them to every room. At each connection it reads the whole
-//! book (seeding it, the first time, with this box's own) and has every room check its
-//! members, lock and announcement against it.
+//! Files: this one holds the connection's life and the messages; `names` the names claimed
+//! and released and the presence heartbeat; `book` the hosts' rulings going out and coming
+//! in, and the whole book read at each connection; `files` where shared files are held.
+
+mod book;
+mod files;
+mod names;
 
 use super::connect::{Connector, REPLICA_WAIT};
-use super::keys::{self, Seen, CLAIM_SCRIPT, CONNECT_WAIT, HERE_SCRIPT, PRESENCE_TTL};
-use super::keys::{BOOK_CHANNEL, BOOK_KEY, BOOK_SCRIPT, RULE_SCRIPT};
-use super::keys::{FILE_PREFIX, TOKEN_KEY};
+use super::keys::BOOK_CHANNEL;
+use super::keys::{self, CONNECT_WAIT, HERE_SCRIPT};
 use super::orders::Command;
-use super::{Erase, Health, Heard, Located, News, Ruling, Settings, Somebody};
+use super::{Health, Heard, News, Settings, Somebody};
 use crate::meter::Meter;
 use crate::moderation::Moderation;
 use ::redis::aio::{MultiplexedConnection, PubSubSink};
@@ -54,7 +49,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// Longest wait between attempts to connect.
 const RETRY_MAX: Duration = Duration::from_secs(4);
 /// How often the subscription connection is pinged and presence renewed and checked: a third
-/// of [`PRESENCE_TTL`], so two beats may be late before a box counts as gone.
+/// of [`keys::PRESENCE_TTL`], so two beats may be late before a box counts as gone.
 const BEAT: Duration = Duration::from_secs(2);
 /// Longest any one request (a ping, a stream read) may take before the connection counts as
 /// lost.
@@ -157,7 +152,6 @@ struct Listener {
     /// An outage was logged (log the first failure once, not every retry).
     reported: bool,
 }
-
 impl Listener {
     /// One connection's life: returns `Ok` when the server stops, the error when it is lost.
     async fn session(&mut self, commands: &Receiver<Command>) -> RedisResult<()> {
@@ -235,35 +229,12 @@ impl Listener {
                     ruled?;
                 }
                 Wake::Command(Some(Command::Locate { file, reply })) => {
-                    let url: RedisResult<Option<String>> = ::redis::cmd("GET")
-                        .arg(format!("{FILE_PREFIX}{file}"))
-                        .query_async(&mut data)
-                        .await;
-                    let token = self.health.token();
-                    let found = match (&url, token) {
-                        (Ok(Some(url)), Some(token)) => Some(Located {
-                            url: url.clone(),
-                            token,
-                        }),
-                        _ => None,
-                    };
-                    let _ = reply.try_send(found);
-                    url?;
+                    let located = self.locate(&file, &mut data).await;
+                    let _ = reply.try_send(located.as_ref().ok().cloned().flatten());
+                    located?;
                 }
                 Wake::Command(Some(Command::Release { room, link, name })) => {
-                    if self.forget_mine(&room, link, &name) {
-                        let _: () = ::redis::pipe()
-                            .cmd("HDEL")
-                            .arg(keys::box_prefix(&room) + &self.me)
-                            .arg(name.to_lowercase())
-                            .ignore()
-                            .cmd("PUBLISH")
-                            .arg(keys::channel(&room))
-                            .arg(format!("-{} {name}", self.me))
-                            .ignore()
-                            .query_async(&mut data)
-                            .await?;
-                    }
+                    self.release(&room, link, &name, &mut data).await?
                 }
                 Wake::Message(None) => {
                     return Err((ErrorKind::Io, "the subscription connection closed").into())
@@ -315,123 +286,6 @@ impl Listener {
         }
     }
 
-    /// Reads the token boxes fetch each other's files with (making it, if this is the first
-    /// box).
-    async fn serve_files(&mut self, data: &mut MultiplexedConnection) -> RedisResult<()> {
-        let fresh = crate::session::hex(&crate::session::new_secret()[..16]);
-        let (token,): (String,) = ::redis::pipe()
-            .cmd("SET")
-            .arg(TOKEN_KEY)
-            .arg(fresh)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(TOKEN_KEY)
-            .query_async(data)
-            .await?;
-        *self.health.token.lock().expect("token lock") = Some(Arc::from(token));
-        Ok(())
-    }
-
-    /// Tells a room that the ruling `client` gave did not reach Redis.
-    async fn unruled(&self, room: &str, link: u64, client: u64) {
-        if let Some(feed) = self.feeds.get(room).filter(|feed| feed.link == link) {
-            let _ = feed.news.send(News::Unruled { client }).await;
-        }
-    }
-
-    /// Carries out `ruling` in Redis (the book entry, the stream) and publishes it (and, behind
-    /// sentinels, waits for a replica to have it).
-    async fn rule(
-        &self,
-        room: &str,
-        ruling: &Ruling,
-        data: &mut MultiplexedConnection,
-    ) -> RedisResult<()> {
-        let json = serde_json::to_string(ruling).expect("a ruling serialises");
-        let (erase, id) = match ruling.erase {
-            Some(Erase::Message(id)) => ("message", id),
-            Some(Erase::Through(id)) => ("through", id),
-            None => ("", 0),
-        };
-        let _: u8 = ::redis::Script::new(RULE_SCRIPT)
-            .key(BOOK_KEY)
-            .key(keys::log_key(room))
-            .arg(ruling.entry.as_deref().unwrap_or(""))
-            .arg(if ruling.value.is_some() { "1" } else { "0" })
-            .arg(ruling.value.as_deref().unwrap_or(""))
-            .arg(erase)
-            .arg(id)
-            .arg(BOOK_CHANNEL)
-            .arg(format!("{} {json}", self.me))
-            .invoke_async(data)
-            .await?;
-        // Behind sentinels, a ruling no replica has would be lost with a failover: the host
-        // hears it may not have reached the other boxes.
-        self.replicated(room, data).await
-    }
-
-    /// Reads the whole book from Redis into this box's (seeding Redis's with this box's if no
-    /// box has yet), and has every room check itself against it.
-    async fn read_book(&mut self, data: &mut MultiplexedConnection) -> RedisResult<()> {
-        let script = ::redis::Script::new(BOOK_SCRIPT);
-        let mut invocation = script.key(BOOK_KEY);
-        for (name, value) in self.moderation.entries() {
-            invocation.arg(name).arg(value);
-        }
-        let book: HashMap<String, String> = invocation.invoke_async(data).await?;
-        let entries: Vec<(String, String)> =
-            book.into_iter().filter(|(k, _)| k != "made").collect();
-        for bad in self.moderation.replace(&entries) {
-            log::warn!("redis: the shared book: {bad}; skipped");
-        }
-        self.moderation.save().await;
-        self.tell_rooms(Ruling {
-            anew: true,
-            ..Ruling::default()
-        })
-        .await;
-        Ok(())
-    }
-
-    /// A ruling published by a box: written in this box's book and handed to every room,
-    /// unless it is this box's own (carried out already).
-    async fn ruled(&self, payload: &[u8]) {
-        let text = std::str::from_utf8(payload).ok();
-        let Some((on, json)) = text.and_then(|text| text.split_once(' ')) else {
-            log::warn!("redis: an unreadable ruling");
-            return;
-        };
-        if on == &*self.me {
-            return;
-        }
-        let ruling: Ruling = match serde_json::from_str(json) {
-            Ok(ruling) => ruling,
-            Err(e) => {
-                log::warn!("redis: an unreadable ruling from box {on}: {e}");
-                return;
-            }
-        };
-        if let Some(entry) = &ruling.entry {
-            if let Err(e) = self.moderation.set_entry(entry, ruling.value.as_deref()) {
-                log::warn!("redis: a ruling from box {on}: {e}");
-                return;
-            }
-            self.moderation.save().await;
-        }
-        self.tell_rooms(ruling).await;
-    }
-
-    /// Hands `ruling` to every room that has its history (a room still opening reads the book
-    /// as it starts).
-    async fn tell_rooms(&self, ruling: Ruling) {
-        let ruling = Arc::new(ruling);
-        for feed in self.feeds.values().filter(|feed| feed.last.is_some()) {
-            // A room that ended meanwhile has nobody to tell.
-            let _ = feed.news.send(News::Ruled(ruling.clone())).await;
-        }
-    }
-
     /// Forgets `room` if `link` is still its link; true if it did.
     fn close(&mut self, room: &str, link: u64) -> bool {
         if self.feeds.get(room).is_some_and(|feed| feed.link == link) {
@@ -439,110 +293,6 @@ impl Listener {
             return true;
         }
         false
-    }
-
-    /// Runs the claim script for `name` of `person` in `room`: true if granted.
-    async fn claim(
-        &self,
-        room: &str,
-        person: u64,
-        name: &str,
-        data: &mut MultiplexedConnection,
-    ) -> RedisResult<bool> {
-        let granted: u8 = ::redis::Script::new(CLAIM_SCRIPT)
-            .key(keys::boxes_key(room))
-            .key(keys::box_prefix(room) + &self.me)
-            .arg(keys::box_prefix(room))
-            .arg(&*self.me)
-            .arg(name.to_lowercase())
-            .arg(person)
-            .arg(name)
-            .arg(PRESENCE_TTL.as_secs())
-            .arg(keys::channel(room))
-            .invoke_async(data)
-            .await?;
-        Ok(granted == 1)
-    }
-
-    /// Claims again every name seated here in `room` (after a lost connection).
-    async fn claim_mine(&self, room: &str, data: &mut MultiplexedConnection) -> RedisResult<()> {
-        let Some(feed) = self.feeds.get(room) else {
-            return Ok(());
-        };
-        let mine: Vec<(u64, String)> = feed.mine.values().cloned().collect();
-        for (person, name) in mine {
-            if !self.claim(room, person, &name, data).await? {
-                log::warn!("room {room}: {name} is here and on another box, as two people");
-            }
-        }
-        Ok(())
-    }
-
-    /// Tells the room whether its newcomer may take the name; notes it as seated here if so.
-    async fn answer(
-        &mut self,
-        room: &str,
-        link: u64,
-        client: u64,
-        person: u64,
-        name: String,
-        granted: bool,
-    ) {
-        let Some(feed) = self.feeds.get_mut(room).filter(|feed| feed.link == link) else {
-            return; // The room ended; its close follows or came.
-        };
-        if granted {
-            feed.mine.insert(name.to_lowercase(), (person, name));
-        }
-        let _ = feed.news.send(News::Claimed { client, granted }).await;
-    }
-
-    /// Forgets `name` as seated here in `room`; true if it was.
-    fn forget_mine(&mut self, room: &str, link: u64, name: &str) -> bool {
-        let feed = self.feeds.get_mut(room).filter(|feed| feed.link == link);
-        feed.is_some_and(|feed| feed.mine.remove(&name.to_lowercase()).is_some())
-    }
-
-    /// Renews this box's presence in every room it has people in, and tells each room of the
-    /// other boxes whose presence has expired.
-    async fn beat(&mut self, data: &mut MultiplexedConnection) -> RedisResult<()> {
-        let mut pipe = ::redis::pipe();
-        let mut asked: Vec<(Arc<str>, Option<Arc<str>>)> = Vec::new();
-        for (room, feed) in &self.feeds {
-            if !feed.mine.is_empty() {
-                pipe.cmd("EXPIRE")
-                    .arg(keys::box_prefix(room) + &self.me)
-                    .arg(PRESENCE_TTL.as_secs());
-                asked.push((room.clone(), None));
-            }
-            for other in &feed.others {
-                pipe.cmd("EXISTS").arg(keys::box_prefix(room) + other);
-                asked.push((room.clone(), Some(other.clone())));
-            }
-        }
-        if asked.is_empty() {
-            return Ok(());
-        }
-        let answers: Vec<u64> = pipe.query_async(data).await?;
-        let mut expired_here = Vec::new();
-        for ((room, other), answer) in asked.into_iter().zip(answers) {
-            match (other, answer) {
-                // This box's own presence expired (a long pause, or Redis lost it): claim again.
-                (None, 0) => expired_here.push(room),
-                (Some(other), 0) => {
-                    let Some(feed) = self.feeds.get_mut(&room) else {
-                        continue;
-                    };
-                    feed.others.remove(&other);
-                    let _ = feed.news.send(News::Gone { on: other }).await;
-                }
-                _ => {}
-            }
-        }
-        for room in expired_here {
-            self.claim_mine(&room, data).await?;
-        }
-        Ok(())
     }
 
     /// Brings `room` up to date: its history if it has none yet, else what came after its
@@ -676,27 +426,6 @@ impl Listener {
         }
         self.deliver(room, heard).await;
         Ok(())
-    }
-
-    /// Somebody came or went on a box (this box's own news are already known here).
-    async fn seen(&mut self, room: &str, seen: Seen) {
-        let Some(feed) = self.feeds.get_mut(room) else {
-            return;
-        };
-        let news = match seen {
-            Seen::Came { on, .. } | Seen::Went { on, .. } if *on == *self.me => return,
-            Seen::Came { on, person, name } => {
-                let on: Arc<str> = Arc::from(on);
-                feed.others.insert(on.clone());
-                News::Came(Somebody { on, person, name })
-            }
-            Seen::Went { on, name } => News::Went {
-                on: Arc::from(on),
-                name,
-            },
-        };
-        // The room may have ended meanwhile; its close follows.
-        let _ = feed.news.send(news).await;
     }
 
     /// Delivers `room`'s kept messages from id `from` (to `to`, or the newest), in order.
