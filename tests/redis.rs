@@ -45,11 +45,22 @@ async fn join_since(
     }
 }
 
+/// A Redis of this test's own (named `name`, with the AOF if `aof`) and two boxes on it,
+/// keeping `history` messages per room.
+fn two_boxes_with(name: &str, history: usize, aof: bool) -> (RedisServer, TestServer, TestServer) {
+    let redis = RedisServer::start_with(name, aof);
+    let (a, b) = (start(redis.config(history)), start(redis.config(history)));
+    (redis, a, b)
+}
+
+/// [`two_boxes_with`], without the AOF.
+fn two_boxes(name: &str, history: usize) -> (RedisServer, TestServer, TestServer) {
+    two_boxes_with(name, history, false)
+}
+
 #[test]
 fn a_message_on_one_box_reaches_the_other_in_one_order() {
-    let redis = RedisServer::start("order");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (_redis, a, b) = two_boxes("order", 200);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut bob = join(b.addr, "lobby", "bob").await;
@@ -134,9 +145,7 @@ fn ids_have_no_gaps_when_three_boxes_post_at_once() {
 
 #[test]
 fn a_phone_catches_up_by_since_on_another_box() {
-    let redis = RedisServer::start("since");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (redis, a, b) = two_boxes("since", 200);
     let c = start(redis.config(200));
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
@@ -176,9 +185,7 @@ fn a_phone_catches_up_by_since_on_another_box() {
 
 #[test]
 fn catching_up_past_what_redis_keeps_is_incomplete() {
-    let redis = RedisServer::start("trimmed");
-    let a = start(redis.config(5));
-    let b = start(redis.config(5));
+    let (_redis, a, b) = two_boxes("trimmed", 5);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         for n in 1..=8 {
@@ -223,9 +230,7 @@ fn keep_unpublished(redis: &RedisServer, room: &str, id: u64, text: &str) {
 
 #[test]
 fn a_missed_publish_is_read_from_the_stream_in_order() {
-    let redis = RedisServer::start("missed");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (redis, a, b) = two_boxes("missed", 200);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut bob = join(b.addr, "lobby", "bob").await;
@@ -244,9 +249,7 @@ fn a_missed_publish_is_read_from_the_stream_in_order() {
 
 #[test]
 fn after_a_lost_subscription_each_box_reads_what_it_missed() {
-    let redis = RedisServer::start("resubscribe");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (redis, a, b) = two_boxes("resubscribe", 200);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut bob = join(b.addr, "lobby", "bob").await;
@@ -278,9 +281,7 @@ async fn next_shared(ws: &mut Ws) -> bool {
 
 #[test]
 fn a_redis_restart_refuses_posts_meanwhile_then_goes_on() {
-    let mut redis = RedisServer::start_with("restart", true);
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (mut redis, a, b) = two_boxes_with("restart", 200, true);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut bob = join(b.addr, "lobby", "bob").await;
@@ -391,9 +392,7 @@ async fn keyed_messages(ws: &mut Ws, n: usize) -> Vec<(u64, String, String)> {
 
 #[test]
 fn a_message_sent_again_with_its_key_is_kept_once() {
-    let redis = RedisServer::start("keys");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (_redis, a, b) = two_boxes("keys", 200);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut bob = join(b.addr, "lobby", "bob").await;
@@ -568,9 +567,7 @@ async fn next_presence(ws: &mut Ws) -> serde_json::Value {
 
 #[test]
 fn presence_spans_the_boxes() {
-    let redis = RedisServer::start("presence");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (_redis, a, b) = two_boxes("presence", 200);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut bob = ws(b.addr, "/ws/lobby?name=bob").await;
@@ -618,9 +615,7 @@ async fn expect_welcome_rest(mut ws: Ws, name: &str) -> Ws {
 
 #[test]
 fn a_name_is_one_persons_across_boxes() {
-    let redis = RedisServer::start("names");
-    let a = start(redis.config(200));
-    let b = start(redis.config(200));
+    let (_redis, a, b) = two_boxes("names", 200);
     smol::block_on(async {
         let mut ann = join(a.addr, "lobby", "ann").await;
         let mut watcher = join(b.addr, "lobby", "watcher").await;
