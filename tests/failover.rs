@@ -268,8 +268,19 @@ async fn post_until_sent(
     .await
 }
 
+/// The tests here time a failover against its clocks (the sentinel's 1 s down-after, a
+/// replica's 1 s `WAIT`). Side by side on a small or emulated machine, each slows the other
+/// past them; they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the machine for one test (a failed test before it does not poison it for the next).
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_failover_loses_nothing_a_sender_was_told_was_sent() {
+    let _alone = alone();
     let Cluster {
         mut primary,
         replicas,
@@ -364,6 +375,7 @@ fn a_failover_loses_nothing_a_sender_was_told_was_sent() {
 
 #[test]
 fn a_post_no_replica_acknowledges_is_refused_then_sent_once() {
+    let _alone = alone();
     let cluster = Cluster::start("unacknowledged", 1);
     let a = start(config_through(&cluster.sentinel));
     let b = start(config_through(&cluster.sentinel));
