@@ -73,9 +73,8 @@ mod orders;
 mod post;
 mod ruling;
 
-pub use files::BOX_TOKEN_HEADER;
 #[cfg(feature = "redis")]
-pub use files::{box_url, Located};
+pub use files::{box_url, Located, BOX_TOKEN_HEADER};
 pub use ruling::{Erase, Notice, Ruling, ShutOut};
 
 use crate::atomic::AtomicU64;

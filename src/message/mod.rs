@@ -304,6 +304,7 @@ pub struct Unnumbered {
 impl Outbound<'_> {
     /// Encodes a `message` or `file` frame given with id 0 as its two halves around the id.
     /// `None` for other frames (they carry no id of a kept message).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub fn encode_unnumbered(&self) -> Option<Unnumbered> {
         match self {
             Outbound::Message { id: 0, .. } | Outbound::File { id: 0, .. } => {}

@@ -42,7 +42,9 @@ pub use presence::{MembersPage, PAGE_LIMIT};
 pub use registry::{Member, Registry, Settings};
 pub use share::{ShareError, SharedFile};
 
-use crate::bus::{Heard, Link, News, Offer};
+#[cfg(feature = "redis")]
+use crate::bus::Offer;
+use crate::bus::{Heard, Link, News};
 use crate::history::{Entry, Origin, Ring};
 use crate::message::{mentions, timestamp, Encoded, Outbound, ANONYMOUS};
 use crate::meter::SLOT_BYTES;
@@ -124,6 +126,7 @@ enum Wake {
     Event(Event),
     /// The bus brings history or a message (shared rooms only; read from the link's own
     /// channel, beside the events: the bus knows nothing of the room's types).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     News(News),
     /// Time to ping everyone.
     Tick,
@@ -340,6 +343,7 @@ impl Room {
             )
             .await;
             match wake {
+                #[cfg(feature = "redis")]
                 Wake::Event(Event::Join(joining)) if self.link.is_some() => {
                     self.join_shared(*joining);
                     if self.shutting_down {
@@ -369,7 +373,11 @@ impl Room {
                     let _ = reply.try_send(self.presence.page(after.as_deref(), limit));
                 }
                 Wake::Event(Event::Share(sharing)) => self.share(*sharing),
+                #[cfg(feature = "redis")]
                 Wake::News(news) => self.hear(news),
+                // No bus brings news without Redis: the routers' builds leave all of it out.
+                #[cfg(not(feature = "redis"))]
+                Wake::News(_) => {}
                 Wake::Tick => self.keep_alive(),
                 Wake::Summary => {
                     summary_armed = false;
@@ -498,6 +506,8 @@ impl Room {
             .trace(format_args!("Message received: {text}"));
         let when = timestamp(SystemTime::now());
         let mentions = mentions(&text, self.presence.names());
+        // Shared: only with Redis (the routers' builds leave this out).
+        #[cfg(feature = "redis")]
         if let Some(link) = &self.link {
             // Shared: Redis numbers it; it is kept and delivered when it comes back (`hear`).
             let frame = Outbound::Message {
@@ -590,6 +600,7 @@ impl Room {
 
     /// What the bus brings a shared room: its history, a message in id order, or a post
     /// that did not reach Redis.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn hear(&mut self, news: News) {
         match news {
             News::Opened {

@@ -223,6 +223,7 @@ impl Registry {
     }
 
     /// How rooms reach other boxes.
+    #[cfg(feature = "redis")]
     pub fn bus(&self) -> &crate::bus::Bus {
         &self.shared.bus
     }

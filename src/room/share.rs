@@ -10,12 +10,13 @@
 //! box holds the file (other boxes fetch it from here: `bus::files`); the uploader's answer
 //! waits until the frame comes back with its id, or is refused if it cannot be sent.
 
-use super::{Delivery, Event, Registry, Room, UNAVAILABLE};
-use crate::bus::Offer;
+use super::{Delivery, Event, Registry, Room};
 use crate::message::{timestamp, Encoded, FileRef, Outbound};
 use async_channel::Sender;
 use std::fmt;
 use std::time::SystemTime;
+#[cfg(feature = "redis")]
+use {super::UNAVAILABLE, crate::bus::Offer};
 
 /// A stored file, as the room announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,7 @@ pub enum ShareError {
     /// The person is muted, or the room is locked: why, for them.
     Refused(String),
     /// A shared room could not send the file's frame (Redis is away): why, for them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Unsent(String),
     /// A shared room could not confirm the file's frame went out (its answer was lost): why,
     /// for them. Redis may have kept it, so the file stays.
@@ -170,6 +172,9 @@ impl Room {
                 height: file.height,
             },
         };
+        #[cfg(not(feature = "redis"))]
+        let _ = client; // Only a shared room posts for the member's connection.
+        #[cfg(feature = "redis")]
         if let Some(link) = &self.link {
             let frame = frame(0)
                 .encode_unnumbered()

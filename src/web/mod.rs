@@ -30,6 +30,7 @@
 
 mod assets;
 mod direct;
+#[cfg(feature = "redis")]
 mod elsewhere;
 mod files;
 mod i18n;
